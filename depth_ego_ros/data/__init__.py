@@ -1,0 +1,1 @@
+"""Bags in and out (rosbags), synthetic world, datasets of triplets. No rclpy."""

@@ -1,0 +1,1 @@
+"""Metrics (depth, trajectory), reports and plots."""

@@ -1,0 +1,1 @@
+"""Self-supervised fine-tuning."""
