@@ -33,7 +33,6 @@ setup(
     maintainer_email='depth-ego-ros@example.com',
     description='Self-supervised monocular depth and ego-motion for ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'depth_ego_node = depth_ego_ros.ros.perception_node:main',
