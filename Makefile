@@ -21,7 +21,7 @@ bench: env
 
 # Prove the colcon/ament_python path inside the venv (install/ layout, entry points, share files).
 colcon-check: env
-	bash scripts/colcon_check.sh
+	$(PY) -m pytest test/test_packaging.py -v
 
 clean:
 	rm -rf build install log demo_out .pytest_cache
