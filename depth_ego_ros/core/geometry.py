@@ -34,7 +34,7 @@ __all__ = [
     'axis_angle_to_matrix_np', 'matrix_to_axis_angle_np', 'rotation_angle_np',
     'quat_xyzw_to_matrix', 'matrix_to_quat_xyzw', 'quat_wxyz_to_matrix', 'matrix_to_quat_wxyz',
     'quat_xyzw_to_wxyz', 'quat_wxyz_to_xyzw', 'pose_from_tq_xyzw', 'pose_to_tq_xyzw',
-    'interpolate_pose',
+    'interpolate_pose', 'distort_normalized_np',
 ]
 
 
@@ -563,3 +563,27 @@ def interpolate_pose(T0, T1, alpha: float) -> np.ndarray:
     out[:3, :3] = R
     out[:3, 3] = (1 - alpha) * T0[:3, 3] + alpha * T1[:3, 3]
     return out
+
+
+def distort_normalized_np(xy, dist) -> np.ndarray:
+    """Apply the OpenCV / ROS ``plumb_bob`` lens model to normalised image coordinates.
+
+    Args:
+        xy: (...,2) undistorted normalised coordinates (x/z, y/z).
+        dist: (k1, k2, p1, p2[, k3]) as in sensor_msgs/CameraInfo ``d`` for plumb_bob.
+    Returns:
+        (...,2) distorted normalised coordinates; pixels are then ``K @ (xd, yd, 1)``.
+    """
+    d = np.zeros(5)
+    dist = np.asarray(dist, dtype=np.float64).ravel()
+    if dist.size not in (4, 5):
+        raise ValueError(f'plumb_bob distortion needs 4 or 5 coefficients, got {dist.size}')
+    d[:dist.size] = dist
+    k1, k2, p1, p2, k3 = d
+    xy = np.asarray(xy, dtype=np.float64)
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return np.stack([xd, yd], axis=-1)
