@@ -1,0 +1,224 @@
+"""Read and write checkpoints in monodepth2's layout.
+
+A checkpoint is a directory with one ``torch.save``'d state dict per network::
+
+    encoder.pth        depth encoder (ResnetEncoder, 1 image) + 'height', 'width', 'use_stereo'
+    depth.pth          DepthDecoder
+    pose_encoder.pth   pose encoder (ResnetEncoder, 2 stacked images)      [optional]
+    pose.pth           PoseDecoder                                          [optional]
+
+This is exactly what monodepth2's trainer writes (``models/weights_N/``) and what its released
+models contain, so those directories load unchanged. Files are read with
+``torch.load(weights_only=True)`` (no pickled code runs) onto the CPU.
+
+Every problem raises :class:`CheckpointError` (a ``ValueError``) naming the file and listing the
+missing keys, unexpected keys and shape mismatches. Extra non-tensor entries (the
+``height``/``width``/``use_stereo`` metadata of encoder.pth) are ignored when loading into a net.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    'CheckpointError', 'ENCODER_FILE', 'DEPTH_FILE', 'POSE_ENCODER_FILE', 'POSE_FILE',
+    'read_state_dict', 'load_into', 'save_monodepth2', 'load_monodepth2', 'read_encoder_meta',
+    'detect_num_layers', 'has_pose', 'state_dict_digest',
+]
+
+ENCODER_FILE = 'encoder.pth'
+DEPTH_FILE = 'depth.pth'
+POSE_ENCODER_FILE = 'pose_encoder.pth'
+POSE_FILE = 'pose.pth'
+META_KEYS = ('height', 'width', 'use_stereo')
+
+# keys a checkpoint may lack without harm: the ResNet classification head is never run, and
+# BatchNorm's step counter is absent from very old torch versions' files.
+_OPTIONAL_SUFFIXES = ('num_batches_tracked',)
+_OPTIONAL_PREFIXES = ('encoder.fc.',)
+
+_MAX_LISTED = 12
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or does not fit the network."""
+
+
+def _listing(items) -> str:
+    items = list(items)
+    shown = ', '.join(items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return shown + (f', ... ({more} more)' if more > 0 else '')
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: checkpoint file not found')
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # unpickling error, truncated file, not a torch file ...
+        raise CheckpointError(f'{path}: cannot be read as a weights-only torch file '
+                              f'({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""})') from exc
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f'{path}: expected a state dict (mapping of names to tensors), '
+                              f'got {type(data).__name__}')
+    return dict(data)
+
+
+def load_into(module: nn.Module, path: str | os.PathLike,
+              state_dict: Mapping | None = None) -> dict:
+    """Load the state dict in ``path`` into ``module`` after checking it fits exactly.
+
+    Non-tensor entries (e.g. encoder.pth's height/width/use_stereo) are ignored and returned.
+    Raises CheckpointError naming ``path`` with the missing keys, unexpected keys and
+    mismatched shapes (all of them, not just the first).
+    """
+    path = Path(path)
+    data = read_state_dict(path) if state_dict is None else dict(state_dict)
+    tensors = {k: v for k, v in data.items() if torch.is_tensor(v)}
+    extras = {k: v for k, v in data.items() if not torch.is_tensor(v)}
+    own = module.state_dict()
+
+    missing = [k for k in own if k not in tensors
+               and not k.endswith(_OPTIONAL_SUFFIXES) and not k.startswith(_OPTIONAL_PREFIXES)]
+    unexpected = [k for k in tensors if k not in own]
+    mismatched = [f'{k}: checkpoint {tuple(tensors[k].shape)} vs network {tuple(own[k].shape)}'
+                  for k in tensors if k in own and tuple(tensors[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = [f'{path}: state dict does not fit {type(module).__name__}'
+                 f'{_describe(module)}']
+        if missing:
+            parts.append(f'missing keys ({len(missing)}): {_listing(missing)}')
+        if unexpected:
+            parts.append(f'unexpected keys ({len(unexpected)}): {_listing(unexpected)}')
+        if mismatched:
+            parts.append(f'shape mismatches ({len(mismatched)}): {_listing(mismatched)}')
+        hint = _hint(tensors, module)
+        if hint:
+            parts.append(hint)
+        raise CheckpointError('; '.join(parts))
+
+    with torch.no_grad():
+        # strict=False only lets the optional keys above be absent; everything else was checked
+        module.load_state_dict(tensors, strict=False)
+    return extras
+
+
+def _describe(module: nn.Module) -> str:
+    n = getattr(module, 'num_layers', None)
+    k = getattr(module, 'num_input_images', None)
+    if n is None:
+        return ''
+    return f' (resnet{n}, {k} input image{"s" if k != 1 else ""})'
+
+
+def _hint(tensors: Mapping, module: nn.Module) -> str:
+    found = detect_num_layers(tensors)
+    want = getattr(module, 'num_layers', None)
+    if found is not None and want is not None and found != want:
+        return f"the checkpoint holds a resnet{found} encoder: use model='resnet{found}'"
+    w = tensors.get('encoder.conv1.weight')
+    k = getattr(module, 'num_input_images', None)
+    if w is not None and k is not None and w.dim() == 4 and w.shape[1] != 3 * k:
+        return (f'the checkpoint encoder takes {w.shape[1] // 3} stacked image(s), '
+                f'the network {k}')
+    return ''
+
+
+def detect_num_layers(state_dict: Mapping) -> int | None:
+    """18 or 50 for a ResnetEncoder state dict (bottleneck blocks have a conv3), else None."""
+    if 'encoder.layer1.0.conv1.weight' not in state_dict:
+        return None
+    if 'encoder.layer1.0.conv3.weight' in state_dict:
+        return 50
+    return 18
+
+
+def read_encoder_meta(directory: str | os.PathLike) -> dict:
+    """``{'height', 'width', 'use_stereo', 'num_layers'}`` stored in ``directory/encoder.pth``
+    (values None where absent)."""
+    data = read_state_dict(Path(directory) / ENCODER_FILE)
+    meta = {k: data.get(k) for k in META_KEYS}
+    for k in ('height', 'width'):
+        if meta[k] is not None:
+            meta[k] = int(meta[k])
+    meta['num_layers'] = detect_num_layers(data)
+    return meta
+
+
+def has_pose(directory: str | os.PathLike) -> bool:
+    """True when the checkpoint directory holds both pose files."""
+    d = Path(directory)
+    return (d / POSE_ENCODER_FILE).is_file() and (d / POSE_FILE).is_file()
+
+
+def _atomic_save(obj, path: Path):
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_monodepth2(directory: str | os.PathLike, encoder: nn.Module, depth_decoder: nn.Module,
+                    pose_encoder: nn.Module | None = None, pose_decoder: nn.Module | None = None,
+                    *, height: int, width: int, use_stereo: bool = False) -> Path:
+    """Write the nets in monodepth2's layout into ``directory`` (created if needed).
+
+    ``height``/``width`` are the training resolution stored in encoder.pth (monodepth2's
+    test_simple.py resizes inputs to them). Returns the directory.
+    """
+    if (pose_encoder is None) != (pose_decoder is None):
+        raise ValueError('give both pose_encoder and pose_decoder, or neither')
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    enc = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    enc.update(height=int(height), width=int(width), use_stereo=bool(use_stereo))
+    _atomic_save(enc, d / ENCODER_FILE)
+    _atomic_save({k: v.detach().cpu() for k, v in depth_decoder.state_dict().items()}, d / DEPTH_FILE)
+    if pose_encoder is not None:
+        _atomic_save({k: v.detach().cpu() for k, v in pose_encoder.state_dict().items()},
+                     d / POSE_ENCODER_FILE)
+        _atomic_save({k: v.detach().cpu() for k, v in pose_decoder.state_dict().items()},
+                     d / POSE_FILE)
+    return d
+
+
+def load_monodepth2(directory: str | os.PathLike, encoder: nn.Module, depth_decoder: nn.Module,
+                    pose_encoder: nn.Module | None = None,
+                    pose_decoder: nn.Module | None = None) -> dict:
+    """Load a monodepth2 checkpoint directory into the given nets.
+
+    The pose nets are loaded when given; their files must then exist (check :func:`has_pose`
+    first for depth-only checkpoints such as monodepth2's stereo-only models). Returns
+    encoder.pth's metadata ``{'height', 'width', 'use_stereo'}``.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f'{d}: checkpoint directory not found')
+    extras = load_into(encoder, d / ENCODER_FILE)
+    load_into(depth_decoder, d / DEPTH_FILE)
+    if (pose_encoder is None) != (pose_decoder is None):
+        raise ValueError('give both pose_encoder and pose_decoder, or neither')
+    if pose_encoder is not None:
+        load_into(pose_encoder, d / POSE_ENCODER_FILE)
+        load_into(pose_decoder, d / POSE_FILE)
+    return {k: extras.get(k) for k in META_KEYS}
+
+
+def state_dict_digest(*modules: nn.Module) -> str:
+    """Short content hash of the modules' parameters and buffers (for export caches)."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=12)
+    for m in modules:
+        for k, v in m.state_dict().items():
+            h.update(k.encode())
+            h.update(str(tuple(v.shape)).encode())
+            h.update(str(v.dtype).encode())
+            t = v.detach().cpu().contiguous().reshape(-1)
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()
