@@ -103,6 +103,14 @@ def path_length(traj_or_positions) -> float:
 # ----------------------------------------------------------------------------------------------
 # file formats
 # ----------------------------------------------------------------------------------------------
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _read_rows(path, delimiter=None) -> np.ndarray:
     rows = []
     for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
@@ -113,7 +121,7 @@ def _read_rows(path, delimiter=None) -> np.ndarray:
         try:
             rows.append([float(x) for x in parts if x.strip() != ''])
         except ValueError:
-            if not rows:  # a header line without '#'
+            if not rows and not any(_is_number(x) for x in parts):  # a header line without '#'
                 continue
             raise TrajectoryError(f'{path}:{n}: not numeric: {line[:80]!r}') from None
     if not rows:
