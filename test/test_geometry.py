@@ -271,3 +271,19 @@ def test_bad_shapes_raise_value_error():
         g.axis_angle_to_matrix(torch.zeros(2, 4))
     with pytest.raises(ValueError, match='K'):
         g.backproject_np(np.ones((3, 3)), np.zeros((3, 3)))
+
+
+def test_points_to_depth_image_zbuffer():
+    K = np.array([[10.0, 0, 2], [0, 10.0, 2], [0, 0, 1]])
+    pts = np.array([[0, 0, 5.0],       # centre pixel (2,2)
+                    [0, 0, 3.0],       # same pixel, nearer -> wins
+                    [0.2, 0, 2.0],     # u = 2 + 10*0.1 = 3
+                    [0, 0, -1.0],      # behind
+                    [5, 0, 1.0]])      # outside
+    d = g.points_to_depth_image(pts, np.eye(4), K, 5, 5)
+    assert d.dtype == np.float32 and d.shape == (5, 5)
+    assert d[2, 2] == 3.0 and d[2, 3] == 2.0
+    assert np.count_nonzero(d) == 2
+    # consistent with backprojection: the point sits on the ray of its pixel
+    P = g.backproject_np(d, K)
+    np.testing.assert_allclose(P[2, 3], [0.2, 0, 2.0], atol=1e-6)

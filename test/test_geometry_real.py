@@ -219,6 +219,12 @@ def test_ddad_lidar_projects_into_camera_01(shared_data, scene_name):
         ground = mask & (body[:, 2] < 0.3) & (z < 40)
         assert ground.sum() > 300
         assert np.mean(uv[ground, 1] > K[1, 2]) > 0.95
+        # a sparse GT depth image (what a LiDAR-based evaluation uses): nearest point per pixel
+        if i == 0:
+            sparse = g.points_to_depth_image(pts, T_cam_lidar, K, W, H, max_depth=200.0)
+            filled = sparse > 0
+            assert 0.9 * mask200.sum() < filled.sum() <= mask200.sum()   # few pixel collisions
+            assert sparse.max() <= 200.0 and filled[int(0.6 * H):].mean() > filled[:int(0.3 * H)].mean()
         # points behind the camera are never accepted
         behind = z <= 0
         assert behind.sum() > 0.3 * len(z) and not np.any(mask & behind)

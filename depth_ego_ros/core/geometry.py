@@ -20,8 +20,6 @@ kind. Invalid shapes raise ``ValueError`` saying what was expected.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -34,7 +32,7 @@ __all__ = [
     'axis_angle_to_matrix_np', 'matrix_to_axis_angle_np', 'rotation_angle_np',
     'quat_xyzw_to_matrix', 'matrix_to_quat_xyzw', 'quat_wxyz_to_matrix', 'matrix_to_quat_wxyz',
     'quat_xyzw_to_wxyz', 'quat_wxyz_to_xyzw', 'pose_from_tq_xyzw', 'pose_to_tq_xyzw',
-    'interpolate_pose', 'distort_normalized_np',
+    'interpolate_pose', 'distort_normalized_np', 'points_to_depth_image',
 ]
 
 
@@ -434,6 +432,23 @@ def project_points_to_image(points: np.ndarray, T_cam_from_points, K, width: int
     return uv, z, mask
 
 
+def points_to_depth_image(points: np.ndarray, T_cam_from_points, K, width: int, height: int,
+                          min_depth: float = 1e-3, max_depth: float = np.inf) -> np.ndarray:
+    """Render a sparse depth image (e.g. LiDAR ground truth) from 3-D points.
+
+    Each accepted point (see :func:`project_points_to_image`) goes to the pixel its projection
+    rounds to; where several points land on one pixel the nearest wins (z-buffer).
+    Returns (H,W) float32 z-depth in metres, 0 where no point landed.
+    """
+    uv, z, mask = project_points_to_image(points, T_cam_from_points, K, width, height, min_depth, max_depth)
+    cols = np.clip(np.floor(uv[mask, 0] + 0.5).astype(np.int64), 0, width - 1)
+    rows = np.clip(np.floor(uv[mask, 1] + 0.5).astype(np.int64), 0, height - 1)
+    depth = np.full(height * width, np.inf)
+    np.minimum.at(depth, rows * width + cols, z[mask])
+    depth[~np.isfinite(depth)] = 0.0
+    return depth.reshape(height, width).astype(np.float32)
+
+
 def axis_angle_to_matrix_np(aa) -> np.ndarray:
     """Rotation vector(s) (3,) or (N,3) -> (3,3) or (N,3,3) (float64)."""
     a = np.asarray(aa, dtype=np.float64)
@@ -494,23 +509,23 @@ def matrix_to_quat_wxyz(R) -> np.ndarray:
         raise ValueError(f'R must be (3,3) or (N,3,3), got {R.shape}')
     m = R
     tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    cand = np.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], axis=1)
-    k = np.argmax(cand, axis=1)
+    k = np.argmax(np.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], axis=1), axis=1)
     q = np.empty((R.shape[0], 4))
-    for i in range(R.shape[0]):
-        a = m[i]
-        if k[i] == 0:
-            s = 2.0 * math.sqrt(max(1.0 + tr[i], 1e-300))
-            q[i] = [0.25 * s, (a[2, 1] - a[1, 2]) / s, (a[0, 2] - a[2, 0]) / s, (a[1, 0] - a[0, 1]) / s]
-        elif k[i] == 1:
-            s = 2.0 * math.sqrt(max(1.0 + a[0, 0] - a[1, 1] - a[2, 2], 1e-300))
-            q[i] = [(a[2, 1] - a[1, 2]) / s, 0.25 * s, (a[0, 1] + a[1, 0]) / s, (a[0, 2] + a[2, 0]) / s]
-        elif k[i] == 2:
-            s = 2.0 * math.sqrt(max(1.0 + a[1, 1] - a[0, 0] - a[2, 2], 1e-300))
-            q[i] = [(a[0, 2] - a[2, 0]) / s, (a[0, 1] + a[1, 0]) / s, 0.25 * s, (a[1, 2] + a[2, 1]) / s]
-        else:
-            s = 2.0 * math.sqrt(max(1.0 + a[2, 2] - a[0, 0] - a[1, 1], 1e-300))
-            q[i] = [(a[1, 0] - a[0, 1]) / s, (a[0, 2] + a[2, 0]) / s, (a[1, 2] + a[2, 1]) / s, 0.25 * s]
+    # branch 0: w is the largest component
+    s0 = 2.0 * np.sqrt(np.maximum(1.0 + tr, 1e-300))
+    # branches 1..3: x, y or z is the largest
+    s1 = 2.0 * np.sqrt(np.maximum(1.0 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2], 1e-300))
+    s2 = 2.0 * np.sqrt(np.maximum(1.0 + m[:, 1, 1] - m[:, 0, 0] - m[:, 2, 2], 1e-300))
+    s3 = 2.0 * np.sqrt(np.maximum(1.0 + m[:, 2, 2] - m[:, 0, 0] - m[:, 1, 1], 1e-300))
+    d21, d02, d10 = m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]
+    a01, a02, a12 = m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1]
+    cand = [np.stack([0.25 * s0, d21 / s0, d02 / s0, d10 / s0], axis=1),
+            np.stack([d21 / s1, 0.25 * s1, a01 / s1, a02 / s1], axis=1),
+            np.stack([d02 / s2, a01 / s2, 0.25 * s2, a12 / s2], axis=1),
+            np.stack([d10 / s3, a02 / s3, a12 / s3, 0.25 * s3], axis=1)]
+    for branch in range(4):
+        sel = k == branch
+        q[sel] = cand[branch][sel]
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     q *= np.where(q[:, :1] < 0, -1.0, 1.0)
     return q[0] if single else q
