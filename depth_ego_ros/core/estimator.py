@@ -286,6 +286,9 @@ class _OrtRunner:
         if config.num_threads > 0:
             opts.intra_op_num_threads = int(config.num_threads)
             opts.inter_op_num_threads = 1
+        # Two sessions run back to back: with spinning worker threads (ORT's default) the idle
+        # pool of one keeps the cores busy while the other runs (measured ~2x slower here).
+        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
         providers = ['CPUExecutionProvider']
         if device.type == 'cuda':
             if 'CUDAExecutionProvider' not in ort.get_available_providers():
