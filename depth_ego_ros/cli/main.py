@@ -11,6 +11,7 @@ import sys
 # name -> module (relative to this package)
 SUBCOMMANDS = {
     'predict': 'predict',
+    'synth': 'synth',
 }
 
 
