@@ -1,0 +1,514 @@
+"""depth_ego_node: one camera in -> depth image, coloured depth, point cloud, odometry and TF out.
+
+Topics (relative names resolve in the node's namespace; remap them freely)
+  in   image               sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)   image_transport=raw
+  in   image/compressed    sensor_msgs/CompressedImage (jpeg, png)        image_transport=compressed
+  in   camera_info         sensor_msgs/CameraInfo (intrinsics; fallback: camera_info.fallback_k)
+  in   <scale.speed_topic> nav_msgs/Odometry | geometry_msgs/TwistStamped   (scale.mode=speed only)
+  out  depth               sensor_msgs/Image 32FC1, metres, camera resolution, NaN = invalid
+  out  depth/camera_info   sensor_msgs/CameraInfo matching ``depth``
+  out  depth/colored       sensor_msgs/Image rgb8, colour-mapped inverse depth
+  out  points              sensor_msgs/PointCloud2 x, y, z, rgb (optical frame)
+  out  odom                nav_msgs/Odometry (child: frames.base, or the camera frame)
+  out  /tf, /tf_static     tf2_msgs/TFMessage: odom -> child; optional static base -> camera
+  out  /diagnostics        diagnostic_msgs/DiagnosticArray
+Every image output carries the input image's header (stamp and optical frame).
+
+Runtime model: subscription callbacks only store the newest frame in a one-item slot (a newer
+frame replaces an unprocessed one and counts as dropped); a single worker thread decodes, runs the
+estimator, builds the outputs that have subscribers and publishes them. Bad input never stops the
+node: each kind of problem gets one throttled log line and a counter in the diagnostics.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import TwistStamped
+from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+from depth_ego_ros.ros import conversions as conv
+from depth_ego_ros.ros import qos
+from depth_ego_ros.ros.params import Param, declare, on_set_validator
+from depth_ego_ros.ros.runtime import KeyedThrottle, LatestSlot, RateMeter, Stats
+from depth_ego_ros.ros.tf_broadcast import TfBroadcaster
+
+NODE_NAME = 'depth_ego_node'
+DEFAULT_CAMERA_FRAME = 'camera_optical_frame'
+_OPTICAL_RPY = [-math.pi / 2, 0.0, -math.pi / 2]   # base (x fwd, z up) -> optical (z fwd, y down)
+
+
+def _is_cuda_n(v) -> bool:
+    return isinstance(v, str) and v.startswith('cuda:') and v[5:].isdigit()
+
+
+# Parameters: the table config/depth_ego.yaml documents (test_perception_node_units checks that
+# both agree). read_only = start-up only; the others can be changed with `ros2 param set`.
+PARAMS = [
+    # -- network / estimator ------------------------------------------------------------------
+    Param('checkpoint', '', 'monodepth2-layout checkpoint directory (encoder.pth, depth.pth, '
+          'pose_encoder.pth, pose.pth); empty = random weights (meaningless output, a warning)',
+          read_only=True),
+    Param('model', 'resnet18', 'encoder of the depth and pose networks',
+          choices=('resnet18', 'resnet50'), read_only=True),
+    Param('width', 640, 'network input width in pixels (multiple of 32); images of any size are '
+          'resized to it, outputs keep the camera resolution', range=(32, 4096, 32), read_only=True),
+    Param('height', 192, 'network input height in pixels (multiple of 32)', range=(32, 4096, 32),
+          read_only=True),
+    Param('device', 'auto', 'compute device: auto (CUDA when available), cpu, cuda, cuda:N',
+          choices=('auto', 'cpu', 'cuda'), pattern_ok=_is_cuda_n, pattern_help='or cuda:N',
+          read_only=True),
+    Param('precision', 'fp32', 'network precision (fp16 needs CUDA)', choices=('fp32', 'fp16'),
+          read_only=True),
+    Param('backend', 'torch', 'inference backend', choices=('torch', 'onnxruntime'), read_only=True),
+    Param('num_threads', 0, 'CPU threads for the networks (0 = library default)', range=(0, 256),
+          read_only=True),
+    Param('min_depth', 0.1, 'smallest depth the network can output (network units)',
+          range=(1e-3, 1e3), read_only=True),
+    Param('max_depth', 100.0, 'largest depth the network can output (network units)',
+          range=(1e-2, 1e5), read_only=True),
+    Param('scale.mode', 'none', 'metric scale: none = relative depth, fixed = times scale.factor, '
+          'camera_height = ground plane lies scale.camera_height below the camera, speed = from the '
+          'speed topic', choices=('none', 'fixed', 'camera_height', 'speed'), read_only=True),
+    Param('scale.factor', 1.0, 'depth multiplier for scale.mode fixed', range=(1e-6, 1e6),
+          read_only=True),
+    Param('scale.camera_height', 1.0, 'camera height above the ground in metres (scale.mode '
+          'camera_height)', range=(0.01, 100.0), read_only=True),
+    Param('scale.speed_topic', 'speed', 'topic giving the platform speed (scale.mode speed)',
+          read_only=True),
+    Param('scale.speed_type', 'odometry', 'message type of scale.speed_topic',
+          choices=('odometry', 'twist_stamped'), read_only=True),
+    # -- input -----------------------------------------------------------------------------------
+    Param('image_transport', 'raw', 'raw = subscribe to image (sensor_msgs/Image); compressed = '
+          'subscribe to image/compressed (jpeg/png)', choices=('raw', 'compressed'), read_only=True),
+    Param('qos.input', 'sensor_data', 'QoS of the image and camera_info subscriptions',
+          choices=qos.QOS_NAMES, read_only=True),
+    Param('qos.input_depth', 1, 'history depth of the input subscriptions', range=(1, 100),
+          read_only=True),
+    Param('qos.output', 'reliable', 'QoS of the output publishers (reliable also serves '
+          'best-effort subscribers)', choices=qos.QOS_NAMES, read_only=True),
+    Param('qos.output_depth', 2, 'history depth of the output publishers', range=(1, 100),
+          read_only=True),
+    Param('camera_info.fallback_k', [0.0, 0.0, 0.0, 0.0], 'intrinsics [fx, fy, cx, cy] in pixels '
+          'of the incoming images, used while no valid camera_info is available; zeros = none '
+          '(frames wait for camera_info)', length=4),
+    # -- frames ----------------------------------------------------------------------------------
+    Param('frames.odom', 'odom', 'fixed frame of the odometry', read_only=True),
+    Param('frames.base', '', 'robot body frame: odometry and TF go odom -> base (using the static '
+          'base -> camera transform below); empty = odom -> camera frame', read_only=True),
+    Param('frames.camera', '', 'camera optical frame; empty = the frame_id of the images '
+          f'(or {DEFAULT_CAMERA_FRAME} when that is empty)', read_only=True),
+    Param('static_transform.publish', False, 'publish the base -> camera transform below on '
+          '/tf_static (needs frames.base)', read_only=True),
+    Param('static_transform.xyz', [0.0, 0.0, 0.0], 'camera position in the base frame, metres',
+          length=3, read_only=True),
+    Param('static_transform.rpy', list(_OPTICAL_RPY), 'camera optical frame orientation in the '
+          'base frame, roll/pitch/yaw radians (default: camera looking along base x)', length=3,
+          read_only=True),
+    # -- outputs ---------------------------------------------------------------------------------
+    Param('publish.depth', True, 'publish depth and depth/camera_info'),
+    Param('publish.colored', True, 'publish depth/colored'),
+    Param('publish.points', True, 'publish points'),
+    Param('publish.odom', True, 'publish odom'),
+    Param('publish.tf', True, 'publish the odom -> base/camera transform on /tf'),
+    Param('points.stride', 4, 'use every stride-th pixel (rows and columns) for the point cloud',
+          range=(1, 64)),
+    Param('points.min_range', 0.0, 'drop points closer than this (metres from the camera)',
+          range=(0.0, 1e4)),
+    Param('points.max_range', 0.0, 'drop points farther than this; 0 = keep all', range=(0.0, 1e5)),
+    Param('colored.percentile', 95.0, 'inverse-depth percentile mapped to the brightest colour',
+          range=(50.0, 100.0)),
+    Param('odom.translation_noise', 0.1, 'std of each step translation as a fraction of its '
+          'length (fills the odometry covariances)', range=(0.0, 10.0)),
+    Param('odom.rotation_noise', 0.1, 'std of each step rotation as a fraction of its angle',
+          range=(0.0, 10.0)),
+    # -- diagnostics -----------------------------------------------------------------------------
+    Param('diagnostics.period', 1.0, 'seconds between /diagnostics messages', range=(0.1, 60.0),
+          read_only=True),
+    Param('log_throttle', 5.0, 'seconds between two log lines about the same kind of problem',
+          range=(0.0, 3600.0)),
+]
+
+# Bad-input kinds counted in the diagnostics.
+BAD_INPUTS = ('unsupported_encoding', 'malformed_image', 'corrupt_compressed', 'bad_camera_info',
+              'missing_camera_info', 'camera_info_size_mismatch', 'bad_intrinsics', 'size_change',
+              'time_jump_back', 'bad_speed', 'processing_error')
+OUTPUTS = ('depth', 'colored', 'points', 'odom', 'tf')
+
+
+def _rpy_to_matrix(xyz, rpy) -> np.ndarray:
+    """Fixed-axis roll, pitch, yaw (ROS convention: R = Rz(yaw) Ry(pitch) Rx(roll))."""
+    r, p, y = rpy
+    cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
+    T = np.eye(4)
+    T[:3, :3] = [[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                 [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                 [-sp, cp * sr, cp * cr]]
+    T[:3, 3] = xyz
+    return T
+
+
+class PerceptionNode(Node):
+    """See the module docstring. ``close()`` stops the worker (call before destroy_node)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = declare(self, PARAMS)
+        self.add_on_set_parameters_callback(on_set_validator(PARAMS, self._apply_params))
+        p = self.p
+        if p['static_transform.publish'] and not p['frames.base']:
+            raise ValueError('static_transform.publish needs frames.base (the parent frame)')
+
+        # -- estimator (heavy imports here so that `--help`-like paths stay light) --------------
+        from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, colorize_disparity
+        from depth_ego_ros.ros.outputs import CloudMaker, PoseChain
+        self._colorize = colorize_disparity
+        config = EstimatorConfig(
+            model=p['model'], width=p['width'], height=p['height'], device=p['device'],
+            precision=p['precision'], backend=p['backend'], min_depth=p['min_depth'],
+            max_depth=p['max_depth'], scale_mode=p['scale.mode'], scale_factor=p['scale.factor'],
+            camera_height=p['scale.camera_height'], num_threads=p['num_threads'])
+        self.estimator = Estimator(config, p['checkpoint'] or None)
+        self.device = str(getattr(self.estimator, 'device', p['device']))
+        self._cloud = CloudMaker()
+        self._T_base_cam = (_rpy_to_matrix(p['static_transform.xyz'], p['static_transform.rpy'])
+                            if p['frames.base'] else np.eye(4))
+        self.chain = PoseChain(self._T_base_cam, p['odom.translation_noise'],
+                               p['odom.rotation_noise'])
+
+        # -- state shared between callbacks and the worker ---------------------------------------
+        self.counts = collections.Counter()             # bad inputs, published outputs, frames
+        self._throttle = KeyedThrottle(p['log_throttle'])
+        self._slot = LatestSlot()
+        self._camera_info = None                        # (msg, K or None, error or None)
+        self._speed = None
+        self._in_rate, self._out_rate = RateMeter(), RateMeter()
+        self._latency, self._stamp_latency, self._net_ms = Stats(), Stats(), Stats()
+        self._last_size = None
+        self._last_stamp_ns = None
+        self._pose_active = False
+        self._static_frame = None
+        self._bad_since_report = collections.Counter()
+        self._last_input = None
+
+        # -- topics -------------------------------------------------------------------------------
+        in_qos = qos.profile(p['qos.input'], p['qos.input_depth'])
+        out_qos = qos.profile(p['qos.output'], p['qos.output_depth'])
+        # camera_info first: when both are ready the executor serves it before the image
+        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
+        if p['image_transport'] == 'compressed':
+            self.image_topic = 'image/compressed'
+            self.create_subscription(CompressedImage, self.image_topic, self._on_image, in_qos)
+        else:
+            self.image_topic = 'image'
+            self.create_subscription(Image, self.image_topic, self._on_image, in_qos)
+        if p['scale.mode'] == 'speed':
+            msg_type = Odometry if p['scale.speed_type'] == 'odometry' else TwistStamped
+            self.create_subscription(msg_type, p['scale.speed_topic'], self._on_speed, in_qos)
+        self.pub_depth = self.create_publisher(Image, 'depth', out_qos)
+        self.pub_depth_info = self.create_publisher(CameraInfo, 'depth/camera_info', out_qos)
+        self.pub_colored = self.create_publisher(Image, 'depth/colored', out_qos)
+        self.pub_points = self.create_publisher(PointCloud2, 'points', out_qos)
+        self.pub_odom = self.create_publisher(Odometry, 'odom', out_qos)
+        self.tf = TfBroadcaster(self)
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(p['diagnostics.period'], self._publish_diagnostics)
+
+        self._worker = threading.Thread(target=self._work, name='depth_ego_worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f'ready: {p["model"]} {p["width"]}x{p["height"]} on {self.device} ({p["backend"]}, '
+            f'{p["precision"]}), input {self.resolve_topic_name(self.image_topic)} '
+            f'[{p["qos.input"]}], checkpoint {p["checkpoint"] or "NONE (random weights)"}')
+
+    # ------------------------------------------------------------------------------------------
+    # callbacks: cheap, never block
+    # ------------------------------------------------------------------------------------------
+    def _on_image(self, msg):
+        self._in_rate.tick()
+        self._last_input = time.monotonic()
+        self._slot.put((msg, time.monotonic()))
+
+    def _on_camera_info(self, msg: CameraInfo):
+        try:
+            self._camera_info = (msg, conv.camera_info_to_k(msg), None)
+        except ValueError as exc:
+            self._camera_info = (msg, None, str(exc))
+            self._bad('bad_camera_info', f'camera_info on {self.resolve_topic_name("camera_info")} '
+                      f'ignored: {exc}')
+
+    def _on_speed(self, msg):
+        v = msg.twist.twist.linear if isinstance(msg, Odometry) else msg.twist.linear
+        speed = math.sqrt(v.x * v.x + v.y * v.y + v.z * v.z)
+        if math.isfinite(speed):
+            self._speed = speed
+        else:
+            self._bad('bad_speed', f'non-finite speed on {self.p["scale.speed_topic"]} ignored')
+
+    def _apply_params(self, changes: dict):
+        p = dict(self.p)
+        p.update(changes)
+        self.p = p                                  # one atomic swap; the worker reads self.p
+        if 'log_throttle' in changes:
+            self._throttle.period = changes['log_throttle']
+        if 'odom.translation_noise' in changes:
+            self.chain.translation_noise = changes['odom.translation_noise']
+        if 'odom.rotation_noise' in changes:
+            self.chain.rotation_noise = changes['odom.rotation_noise']
+
+    # ------------------------------------------------------------------------------------------
+    # problems
+    # ------------------------------------------------------------------------------------------
+    def _bad(self, kind: str, text: str, level: str = 'warning'):
+        """Count a bad input of ``kind``; log it at most once per log_throttle seconds per kind."""
+        self.counts[kind] += 1
+        self._bad_since_report[kind] += 1
+        if self._throttle.ready(kind):
+            more = self._throttle.take_suppressed(kind)
+            suffix = f' ({more} more since the last message)' if more else ''
+            getattr(self.get_logger(), level)(f'[{kind}] {text}{suffix}')
+
+    # ------------------------------------------------------------------------------------------
+    # worker
+    # ------------------------------------------------------------------------------------------
+    def _work(self):
+        while not self._slot.closed:
+            item = self._slot.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except Exception as exc:  # the worker never dies: count, log, go on
+                self._bad('processing_error', f'{type(exc).__name__}: {exc}', level='error')
+
+    def _decode(self, msg) -> np.ndarray | None:
+        try:
+            if isinstance(msg, CompressedImage):
+                return conv.compressed_to_rgb8(msg)
+            return conv.image_to_rgb8(msg)
+        except ValueError as exc:
+            if isinstance(msg, CompressedImage):
+                kind = 'corrupt_compressed'
+            else:
+                kind = 'malformed_image' if msg.encoding in conv.COLOR_ENCODINGS else 'unsupported_encoding'
+            self._bad(kind, f'frame dropped: {exc}')
+            return None
+
+    def _intrinsics(self, width: int, height: int):
+        """-> (K, camera_info to republish or None) for an image of this size, or (None, None)
+        after saying what is missing."""
+        info = self._camera_info
+        if info is not None and info[1] is not None:
+            msg, K = info[0], info[1]
+            if (msg.width, msg.height) in ((width, height), (0, 0)):
+                return K, msg
+            from depth_ego_ros.core.geometry import intrinsics_for_resize
+            self._bad('camera_info_size_mismatch',
+                      f'camera_info is for {msg.width}x{msg.height} but images are '
+                      f'{width}x{height}: scaling its K to the image size')
+            return intrinsics_for_resize(K, (msg.width, msg.height), (width, height)), None
+        fx, fy, cx, cy = self.p['camera_info.fallback_k']
+        if fx > 0 and fy > 0 and all(math.isfinite(v) for v in (fx, fy, cx, cy)):
+            return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), None
+        topic = self.resolve_topic_name('camera_info')
+        if info is None:
+            self._bad('missing_camera_info',
+                      f'frame skipped: no camera_info received on {topic} yet and parameter '
+                      'camera_info.fallback_k is not set (publish camera_info or set '
+                      'camera_info.fallback_k:=[fx, fy, cx, cy])')
+        else:
+            self._bad('missing_camera_info',
+                      f'frame skipped: the last camera_info on {topic} was unusable ({info[2]}) '
+                      'and camera_info.fallback_k is not set')
+        return None, None
+
+    def _wanted(self) -> dict:
+        p = self.p
+        return {
+            'depth': p['publish.depth'] and (self.pub_depth.get_subscription_count()
+                                             + self.pub_depth_info.get_subscription_count()) > 0,
+            'colored': p['publish.colored'] and self.pub_colored.get_subscription_count() > 0,
+            'points': p['publish.points'] and self.pub_points.get_subscription_count() > 0,
+            'odom': p['publish.odom'] and self.pub_odom.get_subscription_count() > 0,
+            'tf': p['publish.tf'] and self.tf.subscribers() > 0,
+        }
+
+    def _reset_trajectory(self, kind: str, why: str):
+        self._bad(kind, f'{why}: odometry restarts from the origin')
+        self.estimator.reset()
+        self.chain.reset()
+        self.counts['trajectory_resets'] += 1
+
+    def _process(self, msg, t_recv: float):
+        rgb = self._decode(msg)
+        if rgb is None:
+            return
+        height, width = rgb.shape[:2]
+        K, info_msg = self._intrinsics(width, height)
+        if K is None:
+            return
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        if self._last_size is not None and (width, height) != self._last_size:
+            self._reset_trajectory('size_change', f'image size changed from '
+                                   f'{self._last_size[0]}x{self._last_size[1]} to {width}x{height}')
+        elif self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            self._reset_trajectory('time_jump_back', f'time jumped backwards by '
+                                   f'{(self._last_stamp_ns - stamp_ns) * 1e-9:.3f} s (bag loop?)')
+        dt = None if self._last_stamp_ns is None else (stamp_ns - self._last_stamp_ns) * 1e-9
+
+        want = self._wanted()
+        want_pose = want['odom'] or want['tf']
+        if not any(want.values()):
+            self.counts['frames_skipped_no_subscribers'] += 1
+            if self._pose_active:
+                self.estimator.reset()          # the motion while idle is not observed
+                self._pose_active = False
+            return
+
+        try:
+            if want_pose:
+                out = self.estimator.infer(rgb, K, stamp=stamp_ns * 1e-9, speed=self._speed)
+                depth, rel = out.depth, out.relative_pose
+                self._net_ms.add(out.timings.get('total', float('nan')))
+            else:
+                if self._pose_active:
+                    self.estimator.reset()
+                t0 = time.perf_counter()
+                depth, rel = self.estimator.depth_only(rgb, K), None
+                self._net_ms.add((time.perf_counter() - t0) * 1e3)
+        except ValueError as exc:                # e.g. intrinsics the estimator refuses
+            self._bad('bad_intrinsics', f'frame dropped: {exc}')
+            return
+        self._pose_active = want_pose
+        self._last_size, self._last_stamp_ns = (width, height), stamp_ns
+
+        frame = self.p['frames.camera'] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
+        header = Header(stamp=msg.header.stamp, frame_id=frame)
+        depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+        self._publish_images(want, header, depth, rgb, K, info_msg)
+        if want_pose:
+            self.chain.update(rel, dt)
+            self._publish_odometry(want, header)
+        self.counts['frames_processed'] += 1
+        self._out_rate.tick()
+        self._latency.add((time.monotonic() - t_recv) * 1e3)
+        now_ns = self.get_clock().now().nanoseconds
+        self._stamp_latency.add((now_ns - stamp_ns) * 1e-6)
+
+    def _publish_images(self, want, header, depth, rgb, K, info_msg):
+        p = self.p
+        if want['depth']:
+            self.pub_depth.publish(conv.numpy_to_image(depth, '32FC1', header))
+            info = (conv.camera_info_with_header(info_msg, header) if info_msg is not None
+                    else conv.make_camera_info(K, depth.shape[1], depth.shape[0], header))
+            self.pub_depth_info.publish(info)
+            self.counts['published_depth'] += 1
+        if want['colored']:
+            colored = self._colorize(depth, p['colored.percentile'])
+            self.pub_colored.publish(conv.numpy_to_image(colored, 'rgb8', header))
+            self.counts['published_colored'] += 1
+        if want['points']:
+            max_range = p['points.max_range'] or np.inf
+            pts, cols, _, _ = self._cloud(depth, rgb, K, p['points.stride'], p['points.min_range'],
+                                          max_range)
+            self.pub_points.publish(conv.xyzrgb_to_cloud(pts, cols, header))
+            self.counts['published_points'] += 1
+
+    def _publish_odometry(self, want, header):
+        p = self.p
+        child = p['frames.base'] or header.frame_id
+        if p['static_transform.publish'] and self._static_frame != header.frame_id:
+            self.tf.send_static([conv.pose_to_transform(self._T_base_cam, header.stamp,
+                                                        p['frames.base'], header.frame_id)])
+            self._static_frame = header.frame_id
+        if want['odom']:
+            self.pub_odom.publish(conv.pose_to_odometry(
+                self.chain.pose, header.stamp, p['frames.odom'], child,
+                linear=self.chain.linear, angular=self.chain.angular,
+                pose_covariance=self.chain.pose_covariance,
+                twist_covariance=self.chain.twist_covariance))
+            self.counts['published_odom'] += 1
+        if want['tf']:
+            self.tf.send([conv.pose_to_transform(self.chain.pose, header.stamp, p['frames.odom'],
+                                                 child)])
+            self.counts['published_tf'] += 1
+
+    # ------------------------------------------------------------------------------------------
+    # diagnostics
+    # ------------------------------------------------------------------------------------------
+    def diagnostics(self) -> DiagnosticStatus:
+        p, c = self.p, self.counts
+        lat, slat, net = self._latency.summary(), self._stamp_latency.summary(), self._net_ms.summary()
+        values = {
+            'input_rate_hz': self._in_rate.rate(), 'output_rate_hz': self._out_rate.rate(),
+            'frames_received': self._in_rate.count, 'frames_processed': c['frames_processed'],
+            'frames_dropped': self._slot.dropped,
+            'frames_skipped_no_subscribers': c['frames_skipped_no_subscribers'],
+            'latency_ms_mean': lat['mean'], 'latency_ms_max': lat['max'],
+            'latency_from_stamp_ms_mean': slat['mean'], 'network_ms_mean': net['mean'],
+            'trajectory_resets': c['trajectory_resets'],
+            'device': self.device, 'backend': p['backend'], 'model': p['model'],
+            'network_input': f'{p["width"]}x{p["height"]}', 'image_topic':
+                self.resolve_topic_name(self.image_topic),
+        }
+        values.update({f'bad_input.{k}': c[k] for k in BAD_INPUTS})
+        values.update({f'published.{k}': c[f'published_{k}'] for k in OUTPUTS})
+        status = DiagnosticStatus(name=f'{self.get_name()}: perception', hardware_id=self.device)
+        recent_bad = {k: n for k, n in self._bad_since_report.items() if n}
+        self._bad_since_report.clear()
+        silent = self._last_input is None or time.monotonic() - self._last_input > 5.0
+        if recent_bad:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'bad input: ' + ', '.join(f'{k} x{n}' for k, n in sorted(recent_bad.items()))
+        elif silent:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'no images on {values["image_topic"]} for 5 s'
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = f'{values["output_rate_hz"]:.1f} Hz out, {values["frames_dropped"]} dropped'
+        status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))
+                         for k, v in values.items()]
+        return status
+
+    def _publish_diagnostics(self):
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [self.diagnostics()]
+        self.pub_diag.publish(msg)
+
+    def close(self):
+        self._slot.close()
+        self._worker.join(timeout=10.0)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    try:
+        node = PerceptionNode()
+    except Exception as exc:  # bad parameters / checkpoint: one clear line, non-zero exit
+        rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {type(exc).__name__}: {exc}')
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

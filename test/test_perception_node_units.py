@@ -1,0 +1,117 @@
+"""Pieces of the perception node without DDS: the parameter table vs config/depth_ego.yaml, the
+point-cloud maker, the odometry chain, the base->camera transform."""
+import math
+import pathlib
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip('rclpy', reason='rclpy not installed (run `make env` or source a ROS 2 distro)')
+pytest.importorskip('torch', reason='the perception node needs torch')
+
+from depth_ego_ros.core.geometry import axis_angle_to_matrix_np, project_np  # noqa: E402
+from depth_ego_ros.ros.outputs import CloudMaker, PoseChain  # noqa: E402
+from depth_ego_ros.ros.perception_node import PARAMS, _rpy_to_matrix  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _flatten(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f'{prefix}{k}.'))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def test_params_file_documents_every_parameter_with_its_default():
+    text = (REPO / 'config' / 'depth_ego.yaml').read_text()
+    values = _flatten(yaml.safe_load(text)['/**']['ros__parameters'])
+    declared = {p.name: p.default for p in PARAMS}
+    assert set(values) == set(declared)
+    for name, default in declared.items():
+        assert values[name] == pytest.approx(default) if isinstance(default, (float, list)) \
+            else values[name] == default, name
+    lines = text.splitlines()
+    for p in PARAMS:                         # a comment line right above each key
+        key = p.name.split('.')[-1]
+        idx = next(i for i, line in enumerate(lines) if line.strip().startswith(f'{key}:'))
+        assert lines[idx - 1].strip().startswith('#'), p.name
+
+
+def test_every_parameter_has_description_and_valid_default():
+    for p in PARAMS:
+        assert len(p.description) > 10, p.name
+        assert p.check(p.default) is None, p.name
+        d = p.descriptor()
+        if p.range is not None and isinstance(p.default, (int, float)) and not isinstance(p.default, bool):
+            assert d.integer_range or d.floating_point_range, p.name
+
+
+def test_cloud_points_project_back_to_their_pixels_with_range_filter():
+    rng = np.random.default_rng(1)
+    h, w, stride = 30, 40, 3
+    depth = rng.uniform(1.0, 10.0, (h, w)).astype(np.float32)
+    depth[0, 0] = np.nan
+    depth[3, 3] = 0.0
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    K = np.array([[50.0, 0, 19.5], [0, 55.0, 14.5], [0, 0, 1]])
+    maker = CloudMaker()
+    pts, cols, rows, colsi = maker(depth, rgb, K, stride, min_range=2.0, max_range=8.0)
+    uv, z = project_np(pts, K)
+    assert np.allclose(uv[:, 0], colsi, atol=1e-3) and np.allclose(uv[:, 1], rows, atol=1e-3)
+    assert np.allclose(z, depth[rows, colsi], rtol=1e-6)
+    assert np.array_equal(cols, rgb[rows, colsi])
+    dist = np.linalg.norm(pts, axis=1)
+    assert dist.min() >= 2.0 and dist.max() <= 8.0
+    sub = depth[::stride, ::stride]
+    sub_pts = maker.rays(h, w, K, stride) * sub[..., None]
+    r = np.linalg.norm(sub_pts, axis=2)
+    assert len(pts) == int(np.count_nonzero(np.isfinite(r) & (sub > 0) & (r >= 2) & (r <= 8)))
+
+
+def _T(aa, t):
+    T = np.eye(4)
+    T[:3, :3] = axis_angle_to_matrix_np(np.asarray(aa, float))
+    T[:3, 3] = t
+    return T
+
+
+def test_pose_chain_composes_twist_and_covariance():
+    chain = PoseChain(translation_noise=0.1, rotation_noise=0.2)
+    chain.update(None, None)
+    assert np.allclose(chain.pose, np.eye(4)) and chain.twist_var[0] == PoseChain.UNKNOWN_VARIANCE
+    rels = [_T([0, 0.02 * k, 0], [0.01, 0, 0.5]) for k in range(1, 4)]
+    expected = np.eye(4)
+    last_var = np.zeros(6)
+    for rel in rels:
+        chain.update(rel, 0.1)
+        expected = expected @ rel
+        assert np.allclose(chain.pose, expected)
+        var = np.diag(chain.pose_covariance)
+        assert np.all(var > last_var)
+        last_var = var
+    assert np.allclose(chain.linear, rels[-1][:3, 3] / 0.1)
+    assert np.allclose(chain.angular, [0, 0.06 / 0.1, 0])
+    assert chain.twist_var[0] == pytest.approx(((0.1 * np.linalg.norm(rels[-1][:3, 3])) ** 2 + 1e-8) / 0.01)
+    chain.reset()
+    assert np.allclose(chain.pose, np.eye(4)) and chain.steps == 0
+
+
+def test_pose_chain_in_base_frame():
+    """Camera looking along base x: a camera step 1 m forward along optical z moves base_link
+    1 m along its x; the camera's pose in odom stays T_base_cam-consistent."""
+    T_bc = _rpy_to_matrix([0.2, 0.0, 1.0], [-math.pi / 2, 0.0, -math.pi / 2])
+    assert np.allclose(T_bc[:3, :3] @ [0, 0, 1], [1, 0, 0])
+    chain = PoseChain(T_bc)
+    chain.update(_T([0, 0, 0], [0, 0, 1.0]), 1.0)
+    assert np.allclose(chain.pose[:3, 3], [1.0, 0, 0])
+    assert np.allclose(chain.linear, [1.0, 0, 0])
+    # a camera rotation about optical -y (= up = base +z) is a base yaw about +z (to the left)
+    chain.reset()
+    chain.update(_T([0, -0.1, 0], [0, 0, 0]), 1.0)
+    assert np.allclose(chain.angular, [0, 0, 0.1])
+    assert np.allclose(chain.camera_pose(), chain.pose @ T_bc)
