@@ -11,6 +11,8 @@ import sys
 # name -> module (relative to this package)
 SUBCOMMANDS = {
     'predict': 'predict',
+    'play': 'play',
+    'bag-repair': 'bag_repair',
     'synth': 'synth',
 }
 
