@@ -41,6 +41,8 @@ def add_parser(subparsers):
                    help='relative std of odometry speed noise (default 0 = exact)')
     p.add_argument('--image-noise', type=float, default=0.0,
                    help='std of Gaussian pixel noise in 0-255 units (default 0)')
+    p.add_argument('--supersample', type=int, default=2,
+                   help='colour sub-samples per axis on object edges (anti-aliasing; 1 = fastest, default 2)')
     p.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap', help='rosbag2 storage (default mcap)')
     p.add_argument('--no-ground-truth', action='store_true', help='omit the /ground_truth/* topics')
     p.add_argument('--overwrite', action='store_true', help='replace OUT if it exists')
@@ -56,7 +58,8 @@ def run(args) -> int:
         cfg = SynthConfig(frames=args.frames, width=args.width, height=args.height, rate=args.rate,
                           seed=args.seed, scene=args.scene, hfov_deg=args.fov, scale=args.scale,
                           texture_scale=args.texture_scale, odom_rate=args.odom_rate,
-                          odom_noise=args.odom_noise, image_noise=args.image_noise)
+                          odom_noise=args.odom_noise, image_noise=args.image_noise,
+                          supersample=args.supersample)
     except ValueError as exc:
         print(f'depth-ego synth: {exc}', file=sys.stderr)
         return 2

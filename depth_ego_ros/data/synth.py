@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -562,8 +562,6 @@ class SyntheticWorld:
         scene = sr.Scene(road=sr.Road(s=road.s * k, xy=road.xy * k, heading=road.heading,
                                       half_width=road.half_width * k, sidewalk=road.sidewalk * k,
                                       lane_dash=3.0 * k))
-        if not st.road_markings:
-            scene.road.lane_dash = 3.0 * k
         if boxes:
             scene.box_c = np.array([b[0] for b in boxes], float) * k
             scene.box_h = np.array([b[1] for b in boxes], float) * k
