@@ -12,8 +12,16 @@ from depth_ego_ros.core.losses import (LossConfig, SelfSupervisedLoss, dssim, mi
                                        warp_image)
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 
-torch.set_num_threads(1)
 W, H = 128, 48
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny tensors: one thread is fastest and leaves the other core to parallel work."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _t(a):
