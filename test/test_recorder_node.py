@@ -3,6 +3,7 @@
 Bags are read back with rosbags AND with the independent `mcap` library; messages are compared
 decoded, field by field (rclpy leaves CDR padding bytes uninitialised, so bytes may differ).
 """
+import ast
 import json
 import os
 import signal
@@ -38,13 +39,15 @@ SCENE = RNG.integers(0, 255, (48, 200, 3), dtype=np.uint8)
 class Recorder:
     """recorder_node in its own process; its log goes to a file."""
 
-    def __init__(self, env, tmp_path, params, extra_env=None, name='rec'):
+    def __init__(self, env, tmp_path, params, extra_env=None, name='rec', params_file=None):
         self.out = tmp_path / 'bags'
         self.bag = self.out / name
         base = {'output_dir': str(self.out), 'bag_name': name, 'flush_period': 0.2,
                 'discovery_period': 0.1, 'diagnostics_period': 0.5, 'min_free_space': 0}
         base.update(params)
         args = [sys.executable, '-m', 'depth_ego_ros.ros.recorder_node', '--ros-args']
+        if params_file:
+            args += ['--params-file', str(params_file)]
         for key, value in base.items():
             args += ['-p', f'{key}:={value}']
         self.log_path = tmp_path / f'{name}.log'
@@ -325,7 +328,8 @@ def test_static_frames_dropped_with_triplet_neighbours(node, ros_env, tmp_path):
     pub_img = node.create_publisher(Image, '/cam/image', RELIABLE)
     rec = start(node, ros_env, tmp_path, {'camera_topic': '/cam/image', 'record_tf': False,
                                           'camera_info_topic': "''", 'drop_static': True,
-                                          'static_gap': 0.2})
+                                          'static_gap': 0.2},
+                params_file=REPO / 'config' / 'recorder.yaml')
     wait_matched(node, [pub_img])
     offsets = [0, 4, 8, 12, 16] + [16] * 10 + [20, 24, 28, 32, 36]
     t0 = 50 * 10 ** 9
@@ -489,3 +493,28 @@ def test_full_disk_stops_cleanly_with_a_valid_bag(node, ros_env, tmp_path, small
     secs = [m.header.stamp.sec - 100 for _t, m in bag_messages(rec.bag, '/cam/image')]
     assert len(secs) >= 8 and secs == list(range(len(secs)))
     assert metadata(rec.bag)['message_count'] == len(secs)
+
+
+def test_params_file_and_launch_file_match_the_node():
+    from depth_ego_ros.ros.recorder_node import PARAMS
+    cfg = yaml.safe_load((REPO / 'config' / 'recorder.yaml').read_text())
+    assert cfg['/**']['ros__parameters'] == {**{p.name: p.default for p in PARAMS},
+                                             'extra_topics': ['']}
+    launch_file = REPO / 'launch' / 'record.launch.py'
+    tree = ast.parse(launch_file.read_text())
+    overrides = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                     and node.targets[0].id == 'OVERRIDES')
+    assert {k.value for k in overrides.keys} <= {p.name for p in PARAMS}
+    if _importable('launch_ros'):   # on a ROS distro
+        import importlib.util
+        spec = importlib.util.spec_from_file_location('record_launch', launch_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        names = {a.name for a in module.generate_launch_description().entities
+                 if hasattr(a, 'name')}
+        assert {'camera', 'params_file', 'stop_timeout'} <= names
+
+
+def _importable(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None

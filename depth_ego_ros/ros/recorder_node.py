@@ -33,7 +33,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from ..data.bag_writer import BagWriterConfig
 from ..data.bags import TypeCatalog, UnknownTypeError
-from .params import Param, declare
+from .params import Param, declare, on_set_validator
 from .recorder_filter import (CameraInfoDedup, FilterConfig, FrameError, FrameFilter,
                               compressed_thumbnail, header_stamp_ns, image_thumbnail,
                               twist_speeds)
@@ -51,14 +51,16 @@ MiB = 2 ** 20
 
 PARAMS = (
     # -- what to record
-    Param('camera_topic', 'image', 'camera image topic (Image or CompressedImage)'),
+    Param('camera_topic', 'image', 'camera image topic (Image or CompressedImage)',
+          read_only=True),
     Param('camera_type', '', 'camera message type; empty = learn it from the graph',
           choices=('', IMAGE, COMPRESSED), read_only=True),
-    Param('camera_info_topic', 'camera_info', 'CameraInfo topic; empty = none'),
+    Param('camera_info_topic', 'camera_info', 'CameraInfo topic; empty = none', read_only=True),
     Param('camera_info_on_change', True,
           'write camera_info only when it changes (any field but the stamp); false = every one'),
-    Param('odom_topic', '', 'odometry / twist topic for velocity supervision; empty = none'),
-    Param('record_tf', True, 'record /tf and /tf_static'),
+    Param('odom_topic', '', 'odometry / twist topic for velocity supervision; empty = none',
+          read_only=True),
+    Param('record_tf', True, 'record /tf and /tf_static', read_only=True),
     # -- what to keep
     Param('drop_static', False, 'drop camera frames while the camera does not move (keeping the '
           'frames that bound a static period, see docs/recorder.md)'),
@@ -74,9 +76,10 @@ PARAMS = (
     Param('max_rate', 0.0, 'keep at most this many camera frames per second; 0 = all',
           range=(0.0, 1000.0)),
     # -- bags
-    Param('output_dir', 'bags', 'directory receiving the bags (created when missing, ~ expanded)'),
+    Param('output_dir', 'bags', 'directory receiving the bags (created when missing, ~ expanded;'
+          ' a change applies to the next bag)'),
     Param('bag_name', 'depth_ego_%Y%m%d_%H%M%S', 'bag directory name; strftime codes are '
-          'filled with the local start time, _N is appended when it exists'),
+          'filled with the local start time, _N is appended when it exists (next bag)'),
     Param('storage', 'mcap', 'rosbag2 storage', choices=('mcap', 'sqlite3'), read_only=True),
     Param('compression', 'none', 'zstd: MCAP chunk compression / sqlite3 per-message',
           choices=('none', 'zstd'), read_only=True),
@@ -92,7 +95,7 @@ PARAMS = (
           'has fewer free bytes; 0 = no check', range=(0, 2 ** 62), read_only=True),
     Param('queue_size', 300, 'messages waiting for the disk at most (more are dropped, counted)',
           range=(1, 1_000_000), read_only=True),
-    Param('queue_max_bytes', 1024 * MiB, 'bytes waiting for the disk at most',
+    Param('queue_max_bytes', 512 * MiB, 'bytes waiting for the disk at most',
           range=(MiB, 2 ** 40), read_only=True),
     Param('start_paused', False, 'start without recording; ~/start or ~/pause false begins',
           read_only=True),
@@ -145,6 +148,7 @@ class RecorderNode(Node):
             storage=p['storage'], compression=p['compression'], chunk_size=p['chunk_size'],
             flush_period=p['flush_period'], max_bag_size=p['max_bag_size'],
             max_bag_duration=p['max_bag_duration']).validate()
+        self.add_on_set_parameters_callback(on_set_validator(PARAMS, self._apply_params))
         self.catalog = TypeCatalog()
         self.camera_info_dedup = CameraInfoDedup()
         self._sim_time = self.get_parameter('use_sim_time').value
@@ -175,6 +179,19 @@ class RecorderNode(Node):
         else:
             self.get_logger().info('started paused: call ~/start (or ~/pause false) to record')
 
+    def _apply_params(self, changes):
+        """Run-time changes of the keep rules (the others are read-only)."""
+        self.p.update(changes)
+        cfg = self.filter.config
+        for name, value in changes.items():
+            if hasattr(cfg, name):
+                setattr(cfg, name, value)
+        cfg.validate()
+        for name in ('output_dir', 'bag_name'):      # for the next bag
+            if name in changes:
+                setattr(self.worker.config, name, changes[name])
+        self.get_logger().info(f'parameters changed: {changes}')
+
     # -- topics ---------------------------------------------------------------------------
 
     def _make_slots(self, extra):
@@ -183,7 +200,7 @@ class RecorderNode(Node):
         def add(role, name, msgtype=''):
             resolved = self.resolve_topic_name(name)
             if any(s.name == resolved for s in slots):
-                self.get_logger().warn(f'{resolved} listed twice: recorded once')
+                self.get_logger().warning(f'{resolved} listed twice: recorded once')
                 return
             slot = TopicSlot(role, resolved, msgtype, fixed=bool(msgtype))
             if msgtype:   # a type given by parameter is checked now: clear error at start-up
@@ -243,7 +260,7 @@ class RecorderNode(Node):
         except (UnknownTypeError, ValueError) as exc:
             return self._fail_slot(slot, str(exc))
         if note:
-            self.get_logger().warn(note)
+            self.get_logger().warning(note)
         latched = slot.role == 'tf_static'
         qos = subscription_qos(offered, depth=100 if slot.role in ('tf', 'tf_static') else 30,
                                reliability=self.p['reliability'],
@@ -343,7 +360,7 @@ class RecorderNode(Node):
 
     def _bad_input(self, slot, exc):
         slot.bad_input += 1
-        self.get_logger().warn(f'{slot.name}: cannot analyse a message ({exc}); it is recorded '
+        self.get_logger().warning(f'{slot.name}: cannot analyse a message ({exc}); it is recorded '
                                'as received', throttle_duration_sec=5.0)
 
     # -- services -------------------------------------------------------------------------------
