@@ -176,11 +176,35 @@ def test_corrupt_compressed_bytes_raise(data, needle):
         cv.compressed_to_rgb8(msg)
 
 
-def test_truncated_jpeg_raises():
-    jpg = cv.rgb8_to_compressed(rgb_image(64, 64), 'jpeg')
-    jpg.data = bytes(jpg.data)[: len(jpg.data) // 2]
+@pytest.mark.parametrize('fmt', ['jpeg', 'png'])
+@pytest.mark.parametrize('keep', [0.5, 0.98])
+def test_truncated_compressed_raises(fmt, keep):
+    msg = cv.rgb8_to_compressed(rgb_image(64, 64), fmt)
+    msg.data = bytes(msg.data)[: int(len(msg.data) * keep)]
+    with pytest.raises(ValueError, match=f'cannot decode.*truncated {fmt.upper()}'):
+        cv.compressed_to_rgb8(msg)
+
+
+@pytest.mark.skipif(compat.cv2 is None, reason='cv2 not installed (a ROS distro has it)')
+@pytest.mark.parametrize('fmt', ['jpeg', 'png'])
+def test_cv2_and_pillow_decoders_agree(fmt, monkeypatch):
+    msg = cv.rgb8_to_compressed(rgb_image(40, 48), fmt, quality=95)
+    with_cv2 = cv.compressed_to_rgb8(msg)
+    monkeypatch.setattr(compat, 'cv2', None)
+    with_pil = cv.compressed_to_rgb8(msg)
+    assert with_cv2.shape == with_pil.shape == (40, 48, 3)
+    assert np.abs(with_cv2.astype(int) - with_pil).max() <= (0 if fmt == 'png' else 8)
+    monkeypatch.undo()
+    msg.data = b'garbage' * 10
     with pytest.raises(ValueError, match='cannot decode'):
-        cv.compressed_to_rgb8(jpg)
+        cv.compressed_to_rgb8(msg)
+
+
+def test_jpeg_with_trailing_padding_decodes():
+    rgb = np.full((16, 16, 3), 100, np.uint8)
+    msg = cv.rgb8_to_compressed(rgb, 'jpeg')
+    msg.data = bytes(msg.data) + b'\x00' * 32          # some cameras pad their JPEG buffers
+    assert np.abs(cv.compressed_to_rgb8(msg).astype(int) - 100).max() < 4
 
 
 # ---------------------------------------------------------------------------------------------

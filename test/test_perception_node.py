@@ -53,17 +53,30 @@ def module_ros_env(tmp_path_factory):
     return mp, python_path_env(os.environ, REPO)
 
 
+class _LaunchedElsewhere:
+    """Stand-in for NodeProcess when the node was started by someone else (launch_pytest)."""
+
+    def alive(self):
+        return True
+
+    def log_text(self, start=0):
+        return '(node started by launch: see the launch output)'
+
+
 class Harness:
-    """The node process + a probe publishing images/camera_info and collecting every output."""
+    """The node process + a probe publishing images/camera_info and collecting every output.
+    ``params=None``: the node is started elsewhere (e.g. by a launch file) in ``namespace``."""
 
     def __init__(self, env, params, image_topic='image', image_type=Image, image_qos='reliable',
-                 params_file=None):
-        self.node = NodeProcess('depth_ego_ros.ros.perception_node', params, env,
-                                params_file=params_file)
+                 params_file=None, namespace='', camera_info_topic='camera_info'):
+        self.node = (NodeProcess('depth_ego_ros.ros.perception_node', params, env,
+                                 params_file=params_file) if params is not None
+                     else _LaunchedElsewhere())
+        ns = namespace.rstrip('/') + '/' if namespace else ''
         self.probe = Probe('perception_probe')
-        self.image_pub = self.probe.publisher(image_type, image_topic, qos.profile(image_qos, 5))
-        self.info_pub = self.probe.publisher(CameraInfo, 'camera_info', qos.profile('reliable', 5))
-        self.subs = [self.probe.subscribe(k, t, topic, qos.profile('reliable', 50))
+        self.image_pub = self.probe.publisher(image_type, ns + image_topic, qos.profile(image_qos, 5))
+        self.info_pub = self.probe.publisher(CameraInfo, ns + camera_info_topic, qos.profile('reliable', 5))
+        self.subs = [self.probe.subscribe(k, t, ns + topic, qos.profile('reliable', 50))
                      for k, (t, topic) in OUTPUT_TOPICS.items()]
         if compat.TFMessage is not None:
             self.subs.append(self.probe.subscribe('tf', compat.TFMessage, '/tf', qos.tf_profile()))
@@ -126,7 +139,7 @@ class Harness:
 
     def close(self):
         alive = self.node.alive()
-        rc = self.node.stop()
+        rc = self.node.stop() if hasattr(self.node, 'stop') else 0
         self.probe.close()
         return alive, rc
 
@@ -391,3 +404,38 @@ def test_outputs_nobody_listens_to_are_not_computed(node):
     assert last['published.depth'] >= first['published.depth'] + 2
     node.probe.subscribe('points', PointCloud2, 'points', qos.profile('reliable', 50))
     node.probe.subscribe('colored', Image, 'depth/colored', qos.profile('reliable', 50))
+
+
+def _set_params(node, **values):
+    """Call the node's set_parameters service; returns the SetParametersResult list."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    client = node.probe.node.create_client(SetParameters, '/depth_ego_node/set_parameters')
+    try:
+        assert client.wait_for_service(timeout_sec=TIMEOUT)
+        req = SetParameters.Request()
+        req.parameters = [Parameter(k.replace('__', '.'), value=v).to_parameter_msg()
+                          for k, v in values.items()]
+        future = client.call_async(req)
+        assert node.probe.wait_until(future.done, TIMEOUT)
+        return future.result().results
+    finally:
+        node.probe.node.destroy_client(client)
+
+
+def test_parameters_change_at_run_time_within_their_ranges(node):
+    (ok,) = _set_params(node, points__stride=8)
+    assert ok.successful
+    w, h = 96, 72
+    out = node.send(cv.rgb8_to_image(generated_frame(w, h)), cv.make_camera_info(frame_k(w, h), w, h),
+                    keys=('depth', 'points'))
+    depth = cv.image_to_numpy(out['depth'])
+    assert out['points'].width == int(np.count_nonzero(np.isfinite(depth[::8, ::8])))
+    (bad,) = _set_params(node, points__stride=0)                 # outside [1, 64]
+    assert not bad.successful
+    (ro,) = _set_params(node, width=256)                         # start-up only
+    assert not ro.successful
+    (choice,) = _set_params(node, log_throttle=-1.0)
+    assert not choice.successful
+    (back,) = _set_params(node, points__stride=STRIDE)
+    assert back.successful

@@ -1,7 +1,8 @@
 """The perception node under stream conditions, each with its own node process and ROS domain:
 
 * compressed input (jpeg/png) with the default sensor-data QoS, no camera_info at all (fallback
-  intrinsics from a parameter), no base frame (TF odom -> camera frame);
+  intrinsics from a parameter), no base frame (TF odom -> camera frame), metric scale from a
+  speed topic;
 * a burst of 100 camera frames (640x480 rgb8, from a separate publisher process) into a node
   whose network is slow (640x192 input on one CPU thread): the callback path must not block
   or queue -- the newest frame gets processed, the rest are dropped and counted, memory stays flat.
@@ -33,7 +34,8 @@ FALLBACK = [280.0, 280.0, 159.5, 119.5]           # fx fy cx cy for 320x240 fram
 def compressed_node(tmp_path_factory):
     mp, env = module_ros_env(tmp_path_factory)
     params = {'width': 128, 'height': 64, 'num_threads': 1, 'image_transport': 'compressed',
-              'camera_info.fallback_k': FALLBACK, 'diagnostics.period': 0.3}
+              'camera_info.fallback_k': FALLBACK, 'diagnostics.period': 0.3,
+              'scale.mode': 'speed', 'scale.speed_topic': 'wheel_odom'}
     h = Harness(env, params, image_topic='image/compressed', image_type=CompressedImage)
     try:
         yield h
@@ -53,6 +55,26 @@ def _send_retry(h, msg, keys, attempts=3):
         except AssertionError:
             if attempt == attempts - 1:
                 raise
+
+
+def test_speed_topic_sets_the_metric_scale(compressed_node):
+    from nav_msgs.msg import Odometry
+    """First test of the module on purpose: the first scale estimate is exact (later ones are
+    smoothed with the previous)."""
+    h = compressed_node
+    pub = h.probe.publisher(Odometry, 'wheel_odom', qos.profile('reliable', 5))
+    assert h.probe.wait_matched([pub], TIMEOUT)
+    speed = Odometry()
+    speed.twist.twist.linear.x = 2.0                       # m/s
+    outs = []
+    for i in range(2):
+        pub.publish(speed)                                 # like a 50 Hz wheel odometry
+        outs.append(_send_retry(h, cv.rgb8_to_compressed(generated_frame(320, 240, i), 'png'),
+                                ('odom',)))
+    p0, p1 = (cv.odometry_to_matrix(o['odom']) for o in outs)
+    dt = cv.stamp_to_sec(outs[1]['odom'].header.stamp) - cv.stamp_to_sec(outs[0]['odom'].header.stamp)
+    step = np.linalg.inv(p0) @ p1
+    assert np.linalg.norm(step[:3, 3]) == pytest.approx(2.0 * dt, rel=1e-3)   # |t| = speed * dt
 
 
 @pytest.mark.parametrize('fmt', ['png', 'jpeg'])

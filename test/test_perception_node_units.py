@@ -115,3 +115,20 @@ def test_pose_chain_in_base_frame():
     chain.update(_T([0, -0.1, 0], [0, 0, 0]), 1.0)
     assert np.allclose(chain.angular, [0, 0, 0.1])
     assert np.allclose(chain.camera_pose(), chain.pose @ T_bc)
+
+
+def test_rviz_layout_shows_the_node_outputs():
+    """rviz/depth_ego.rviz parses and points at the topics the node publishes in the launch
+    file's default namespace, with odom as the fixed frame."""
+    cfg = yaml.safe_load((REPO / 'rviz' / 'depth_ego.rviz').read_text())
+    vm = cfg['Visualization Manager']
+    topics = {d['Class'].split('/')[-1] + ':' + d['Topic']['Value']
+              for d in vm['Displays'] if 'Topic' in d}
+    assert topics == {'PointCloud2:/camera/points', 'Odometry:/camera/odom',
+                      'Image:/camera/depth/colored', 'Image:/camera/depth'}
+    assert {d['Class'] for d in vm['Displays']} >= {'rviz_default_plugins/TF'}
+    assert vm['Global Options']['Fixed Frame'] == 'odom'
+    points = next(d for d in vm['Displays'] if d['Class'].endswith('PointCloud2'))
+    assert points['Color Transformer'] == 'RGB8'            # the packed rgb field
+    launch_text = (REPO / 'launch' / 'depth_ego.launch.py').read_text()
+    assert "('camera_namespace', 'camera'," in launch_text

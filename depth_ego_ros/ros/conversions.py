@@ -223,6 +223,22 @@ def rgb8_to_image(rgb: np.ndarray, encoding: str = 'rgb8', header: Header | None
 # ----------------------------------------------------------------------------------------------
 # compressed images
 # ----------------------------------------------------------------------------------------------
+_JPEG_SOI, _JPEG_EOI = b'\xff\xd8', b'\xff\xd9'
+_PNG_SIGNATURE, _PNG_IEND = b'\x89PNG\r\n\x1a\n', b'IEND'
+
+
+def _check_complete(data, what: str):
+    """Truncated jpeg/png -> ValueError. Pillow notices truncation itself but cv2 decodes what is
+    there (grey bottom rows), so both decoders get the same check: a JPEG must end with its EOI
+    marker (trailing padding tolerated), a PNG with its IEND chunk."""
+    head = bytes(data[:8])
+    tail = bytes(data[-1024:])
+    if head[:2] == _JPEG_SOI and _JPEG_EOI not in tail:
+        raise ValueError(f'cannot decode {what}: truncated JPEG (no end-of-image marker)')
+    if head == _PNG_SIGNATURE and _PNG_IEND not in tail[-16:]:
+        raise ValueError(f'cannot decode {what}: truncated PNG (no IEND chunk)')
+
+
 def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png; the format string is informational, the bytes
     decide) -> (H,W,3) uint8 RGB. Corrupt, truncated or empty data raises ValueError."""
@@ -231,6 +247,7 @@ def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
     what = f"CompressedImage (format '{msg.format}', {size} bytes)"
     if size == 0:
         raise ValueError(f'cannot decode {what}: no data')
+    _check_complete(data, what)
     if compat.cv2 is not None:
         cv2 = compat.cv2
         decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -194,6 +194,7 @@ class PerceptionNode(Node):
         self._speed = None
         self._in_rate, self._out_rate = RateMeter(), RateMeter()
         self._latency, self._stamp_latency, self._net_ms = Stats(), Stats(), Stats()
+        self._decode_ms, self._outputs_ms = Stats(), Stats()
         self._last_size = None
         self._last_stamp_ns = None
         self._pose_active = False
@@ -350,9 +351,11 @@ class PerceptionNode(Node):
         self.counts['trajectory_resets'] += 1
 
     def _process(self, msg, t_recv: float):
+        t0 = time.perf_counter()
         rgb = self._decode(msg)
         if rgb is None:
             return
+        self._decode_ms.add((time.perf_counter() - t0) * 1e3)
         height, width = rgb.shape[:2]
         K, info_msg = self._intrinsics(width, height)
         if K is None:
@@ -392,6 +395,7 @@ class PerceptionNode(Node):
         self._pose_active = want_pose
         self._last_size, self._last_stamp_ns = (width, height), stamp_ns
 
+        t_out = time.perf_counter()
         frame = self.p['frames.camera'] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
         header = Header(stamp=msg.header.stamp, frame_id=frame)
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
@@ -399,6 +403,7 @@ class PerceptionNode(Node):
         if want_pose:
             self.chain.update(rel, dt)
             self._publish_odometry(want, header)
+        self._outputs_ms.add((time.perf_counter() - t_out) * 1e3)
         self.counts['frames_processed'] += 1
         self._out_rate.tick()
         self._latency.add((time.monotonic() - t_recv) * 1e3)
@@ -454,8 +459,10 @@ class PerceptionNode(Node):
             'frames_received': self._in_rate.count, 'frames_processed': c['frames_processed'],
             'frames_dropped': self._slot.dropped,
             'frames_skipped_no_subscribers': c['frames_skipped_no_subscribers'],
-            'latency_ms_mean': lat['mean'], 'latency_ms_max': lat['max'],
+            'latency_ms_mean': lat['mean'], 'latency_ms_p50': lat['p50'], 'latency_ms_max': lat['max'],
             'latency_from_stamp_ms_mean': slat['mean'], 'network_ms_mean': net['mean'],
+            'network_ms_p50': net['p50'], 'decode_ms_p50': self._decode_ms.summary()['p50'],
+            'outputs_ms_p50': self._outputs_ms.summary()['p50'],
             'trajectory_resets': c['trajectory_resets'],
             'device': self.device, 'backend': p['backend'], 'model': p['model'],
             'network_input': f'{p["width"]}x{p["height"]}', 'image_topic':

@@ -280,24 +280,50 @@ def _publish_main(args) -> int:
     return 0
 
 
+LISTEN_TYPES = {
+    'Image': ('sensor_msgs.msg', 'Image'), 'CameraInfo': ('sensor_msgs.msg', 'CameraInfo'),
+    'PointCloud2': ('sensor_msgs.msg', 'PointCloud2'), 'Odometry': ('nav_msgs.msg', 'Odometry'),
+}
+
+
 def _listen_main(args) -> int:
-    """Subscribe to an Image topic for a while; print the (header stamp, arrival) pairs."""
+    """Subscribe to topics for a while; print per topic the (header stamp ns, arrival ns) pairs
+    and the last diagnostics key/values of the perception node, as one JSON line."""
+    import importlib
     import json
 
-    from sensor_msgs.msg import Image
+    from diagnostic_msgs.msg import DiagnosticArray
 
     from depth_ego_ros.ros import conversions as conv
     from depth_ego_ros.ros import qos as qos_mod
     rclpy.init()
     node = Node('frame_listener')
-    arrivals = []
-    node.create_subscription(Image, args.topic, lambda m: arrivals.append(
-        (conv.stamp_to_ns(m.header.stamp), time.time_ns())), qos_mod.profile(args.qos, 10))
-    print(json.dumps({'listening': args.topic}), flush=True)
+    arrivals = {}
+    subs = []
+    for spec in args.topics:
+        topic, _, type_name = spec.partition(':')
+        module, cls = LISTEN_TYPES[type_name or 'Image']
+        msg_type = getattr(importlib.import_module(module), cls)
+        arrivals[topic] = []
+        subs.append(node.create_subscription(
+            msg_type, topic, lambda m, t=topic: arrivals[t].append(
+                (conv.stamp_to_ns(m.header.stamp), time.time_ns())), qos_mod.profile(args.qos, 10)))
+    diag = {}
+
+    def on_diag(msg):
+        for status in msg.status:
+            if 'perception' in status.name:
+                diag.clear()
+                diag.update(diagnostic_values(status))
+    node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
+    deadline = time.monotonic() + args.wait_match
+    while time.monotonic() < deadline and not all(s.get_publisher_count() > 0 for s in subs):
+        rclpy.spin_once(node, timeout_sec=0.05)
+    print(json.dumps({'listening': list(arrivals)}), flush=True)
     end = time.monotonic() + args.duration
     while time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.05)
-    print(json.dumps({'arrivals': arrivals}), flush=True)
+    print(json.dumps({'arrivals': arrivals, 'diagnostics': diag}), flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
@@ -322,8 +348,10 @@ def main(argv=None) -> int:
     p.add_argument('--settle', type=float, default=0.5, help='seconds between matching and publishing')
     p.add_argument('--linger', type=float, default=1.0)
     p.set_defaults(func=_publish_main)
-    q = sub.add_parser('listen', help='print arrival times of an Image topic as JSON')
-    q.add_argument('--topic', default='depth')
+    q = sub.add_parser('listen', help='print arrival times of topics (+ diagnostics) as JSON')
+    q.add_argument('--topics', nargs='+', default=['depth:Image'],
+                   help=f"topic:Type with Type one of {', '.join(LISTEN_TYPES)}")
+    q.add_argument('--wait-match', type=float, default=30.0)
     q.add_argument('--duration', type=float, default=10.0)
     q.add_argument('--qos', default='reliable')
     q.set_defaults(func=_listen_main)
