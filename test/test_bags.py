@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from depth_ego_ros.data.bag_writer import BagWriteError, BagWriter, BagWriterConfig
-from depth_ego_ros.data.bags import (BagError, TypeCatalog, UnknownTypeError, bag_topics,
+from depth_ego_ros.data.bags import (TypeCatalog, UnknownTypeError, bag_topics,
                                      read_messages, repair_bag, storage_files)
 
 REPO = Path(__file__).resolve().parents[1]

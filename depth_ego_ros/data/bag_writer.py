@@ -32,7 +32,6 @@ from rosbags.interfaces import (
     ConnectionExtRosbag2,
     MessageDefinition,
     MessageDefinitionFormat,
-    Qos,
 )
 from rosbags.rosbag2.enums import CompressionMode
 from rosbags.rosbag2.metadata import dump_qos_v9
@@ -288,9 +287,6 @@ class _McapFile(McapWriter):
                 time.monotonic() - self.chunk_opened >= max_age:
             self.close_chunk()
 
-    def pending_bytes(self):
-        return self.chunk.bio.tell()
-
     def size(self):
         return self.bio.tell() + self.chunk.bio.tell()
 
@@ -352,9 +348,6 @@ class _Sqlite3File(Sqlite3Writer):
         if time.monotonic() - self.last_commit >= max_age:
             self.conn.commit()
             self.last_commit = time.monotonic()
-
-    def pending_bytes(self):
-        return 0
 
     def size(self):
         return self.written
@@ -475,10 +468,6 @@ class BagWriter:
     def current_file(self) -> Path | None:
         return self._stats.path if self._stats else None
 
-    @property
-    def files(self) -> list[Path]:
-        return [f.path for f in self._finished] + ([self._stats.path] if self._stats else [])
-
     def add_topic(self, spec: TopicSpec):
         """Declare a topic (once; later calls with the same name are ignored)."""
         if spec.name in self.topics:
@@ -557,10 +546,6 @@ class BagWriter:
         nbytes = sum(f.path.stat().st_size for f in files if f.path.exists())
         return BagSummary(self.path, [f.path for f in files], duration,
                           {t: totals.get(t, 0) for t in self.topics}, nbytes, self.error)
-
-    def file_size(self) -> int:
-        """Bytes of the open file including what is still in the open chunk."""
-        return self._file.size() if self._file else 0
 
     # -- internals --------------------------------------------------------------------------
 

@@ -35,7 +35,6 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.base import Nodetype
 
 from .bag_writer import (
-    BagWriterConfig,
     FileStats,
     TopicSpec,
     _McapFile,
@@ -559,7 +558,7 @@ def repair_bag(path, keep_damaged: bool = False, dry_run: bool = False) -> Repai
 
 
 __all__ = [
-    'BagError', 'BagMessage', 'BagWriterConfig', 'RepairReport', 'TypeCatalog', 'TypeDef',
+    'BagError', 'BagMessage', 'RepairReport', 'TypeCatalog', 'TypeDef',
     'UnknownTypeError', 'bag_topics', 'file_stats', 'file_topics_and_stats', 'open_reader',
     'read_messages', 'repair_bag', 'salvage_mcap', 'storage_files',
 ]

@@ -331,9 +331,11 @@ class RecorderNode(Node):
 
     def _forward(self, slot, stamp, data, latched=False):
         if not self._recording():
-            if latched:
+            if latched:   # kept for the next bag / resume, not dropped
                 self.worker.cache(slot.name, stamp, data)
-            slot.dropped['paused' if self.worker.state == 'recording' else 'not_recording'] += 1
+            else:
+                slot.dropped['paused' if self.worker.state == 'recording'
+                             else 'not_recording'] += 1
             return
         reason = self.worker.put(slot.name, stamp, data)
         if reason:

@@ -116,8 +116,7 @@ class BagPlayer:
         self.wait_for_subscribers()
         if self.opt.delay:
             time.sleep(self.opt.delay)
-        meta = self._reader
-        start = meta.start_time + int(self.opt.start_offset * 1e9)
+        start = self._reader.start_time + int(self.opt.start_offset * 1e9)
         passes = 0
         while True:
             wall0, bag0 = time.monotonic(), None
