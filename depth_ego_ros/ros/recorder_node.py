@@ -198,7 +198,7 @@ class RecorderNode(Node):
         p, slots = self.p, []
 
         def add(role, name, msgtype=''):
-            resolved = self.resolve_topic_name(name)
+            resolved = self._resolve(name)
             if any(s.name == resolved for s in slots):
                 self.get_logger().warning(f'{resolved} listed twice: recorded once')
                 return
@@ -225,6 +225,16 @@ class RecorderNode(Node):
                 name, msgtype = _parse_extra(entry)
                 add('extra', name, msgtype)
         return slots
+
+    def _resolve(self, name):
+        """Fully qualified topic name (namespace and remappings applied)."""
+        if hasattr(self, 'resolve_topic_name'):
+            return self.resolve_topic_name(name)
+        if name.startswith('/'):          # older rclpy: expansion only
+            return name
+        if name.startswith('~'):
+            return self.get_fully_qualified_name() + name[1:]
+        return f"{self.get_namespace().rstrip('/')}/{name}"
 
     def _resolve_topics(self):
         for slot in self.slots:
