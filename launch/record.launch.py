@@ -1,17 +1,15 @@
 """Record a camera for self-supervised fine-tuning: recorder_node with its parameters file.
 
-    ros2 launch depth_ego_ros record.launch.py camera:=/camera output_dir:=~/bags
-    ros2 launch depth_ego_ros record.launch.py camera:=/camera drop_static:=true odom:=/odom
+    ros2 launch depth_ego_ros record.launch.py camera_namespace:=camera output_dir:=~/bags
+    ros2 launch depth_ego_ros record.launch.py camera_namespace:=camera drop_static:=true odom:=/odom
     ros2 launch depth_ego_ros record.launch.py params_file:=/path/to/my_recorder.yaml
 
-``camera`` is the camera's namespace: ``<camera>/<image>`` and ``<camera>/camera_info`` are
-recorded (``image:=image_raw/compressed`` for a CompressedImage stream). The other arguments
-override config/recorder.yaml; every parameter is documented there and in docs/recorder.md.
-Stopping the launch (Ctrl-C) gives the recorder up to ``stop_timeout`` seconds to write its
-queue and finalise the bag before launch escalates to SIGTERM/SIGKILL.
-
-Other launch files include this one (e.g. with ``record:=true``) through
-IncludeLaunchDescription and pass the same arguments.
+Records ``<camera_namespace>/<image_topic>`` (Image, or CompressedImage with
+``image_topic:=image_raw/compressed``) and ``<camera_namespace>/<camera_info_topic>`` — the same
+argument names as depth_ego.launch.py, which includes this file for ``record:=true``. The other
+arguments override config/recorder.yaml; every parameter is documented there and in
+docs/recorder.md. Stopping the launch (Ctrl-C) gives the recorder up to ``stop_timeout`` seconds
+to write its queue and finalise the bag before launch escalates to SIGTERM/SIGKILL.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -21,9 +19,10 @@ from launch_ros.substitutions import FindPackageShare
 
 # (name, default, description); '' defaults leave the parameters file's value in place
 ARGUMENTS = [
-    ('camera', '/camera', 'camera namespace'),
-    ('image', 'image_raw', 'image topic inside the camera namespace (Image or CompressedImage)'),
-    ('camera_info', 'camera_info', 'camera_info topic inside the camera namespace'),
+    ('camera_namespace', 'camera', 'namespace of the camera topics'),
+    ('image_topic', 'image_raw', 'image topic, relative to camera_namespace (or absolute)'),
+    ('camera_info_topic', 'camera_info', 'camera_info topic, relative to camera_namespace; '
+                                         'empty = none'),
     ('odom', '', 'odometry / twist topic (velocity supervision); empty = none'),
     ('output_dir', '', 'directory for the bags (default from the parameters file: bags)'),
     ('storage', '', 'mcap (default) or sqlite3'),
@@ -34,6 +33,7 @@ ARGUMENTS = [
     ('max_bag_duration', '', 'split files at this many seconds (0 = never)'),
     ('start_paused', '', 'true: wait for ~/start'),
     ('namespace', '', 'namespace of the recorder node'),
+    ('use_sim_time', 'false', 'use /clock (bag playback)'),
     ('stop_timeout', '30.0', 'seconds the recorder gets to finalise its bag on shutdown'),
 ]
 # overriding arguments and their parameter types (a double parameter refuses an integer)
@@ -47,11 +47,18 @@ def _launch_setup(context):
     def value(name):
         return LaunchConfiguration(name).perform(context)
 
-    camera = value('camera').rstrip('/')
+    namespace = value('camera_namespace').strip('/')
+
+    def topic(name):
+        if not name or name.startswith('/') or not namespace:
+            return name
+        return f'/{namespace}/{name}'
+
     params = {
-        'camera_topic': f'{camera}/{value("image")}',
-        'camera_info_topic': f'{camera}/{value("camera_info")}' if value('camera_info') else '',
+        'camera_topic': topic(value('image_topic')),
+        'camera_info_topic': topic(value('camera_info_topic')),
         'odom_topic': value('odom'),
+        'use_sim_time': value('use_sim_time').lower() in ('true', '1', 'yes'),
     }
     for name, convert in OVERRIDES.items():
         if value(name) != '':

@@ -512,7 +512,7 @@ def test_params_file_and_launch_file_match_the_node():
         spec.loader.exec_module(module)
         names = {a.name for a in module.generate_launch_description().entities
                  if hasattr(a, 'name')}
-        assert {'camera', 'params_file', 'stop_timeout'} <= names
+        assert {'camera_namespace', 'image_topic', 'params_file', 'stop_timeout'} <= names
 
 
 def _importable(name):
