@@ -11,6 +11,7 @@ import sys
 # name -> module (relative to this package)
 SUBCOMMANDS = {
     'predict': 'predict',
+    'export': 'export',
     'evaluate': 'evaluate',
     'play': 'play',
     'bag-repair': 'bag_repair',

@@ -1,20 +1,28 @@
-"""The Estimator: one RGB frame (+ K) -> depth at the camera resolution and the pose to the
-previous frame.
+"""The Estimator: RGB frames (+ K) -> depth at the camera resolution and the pose to the previous
+frame of the same camera.
 
-It owns everything between a decoded camera image and metric outputs: preprocessing (resize to
-the network resolution with antialiasing, [0, 1] scaling; the encoders apply monodepth2's
-``(x - 0.45) / 0.225``), the networks and their backend (torch eager, optionally channels_last;
-ONNX Runtime), device and precision, disparity -> depth, upsampling back to the input size and
-the metric scale (none / fixed / camera height above the ground / speed).
+It owns everything between a decoded camera image and metric outputs, on the compute device:
+
+* upload of the uint8 frame (CUDA: pinned staging buffer, one non-blocking copy per batch of
+  same-size frames), colour conversion (rgb8/bgr8/rgba8/bgra8/mono8) and resize to the network
+  resolution with antialiasing (:mod:`depth_ego_ros.core.device_ops`);
+* the networks through a backend "runner" (:mod:`depth_ego_ros.core.backends`: torch eager with
+  autocast fp16/bf16, channels_last, torch.compile, CUDA graphs; TorchScript; ONNX Runtime with
+  CUDA or CPU provider; TensorRT engines), either built from a checkpoint or loaded from an
+  exported model directory (``depth-ego export``);
+* disparity -> depth in float32, upsampling back to each input size, the metric scale
+  (none / fixed / camera height above the ground / speed) and, on request, the coloured point
+  cloud of the last frame, packed on the device and copied to the host once.
+
+Several cameras: :meth:`Estimator.infer_batch` runs the frames of many cameras through ONE depth
+network call and ONE pose network call; every camera (``camera_id``) keeps its own previous
+frame (on the device) and its own scale estimate, so each camera has its own pose chain.
 
 Networks are monodepth2's: a ResNet depth encoder + depth decoder, and a separate ResNet pose
-encoder fed the stacked pair [previous, current] + pose decoder. Checkpoints use monodepth2's
-directory layout (see :mod:`depth_ego_ros.core.checkpoints`).
-
-Backends are small "runner" objects with ``depth(image) -> disparity`` and
-``pose(pair) -> (axisangle, translation)`` on torch tensors, so faster paths (torch.compile,
-CUDA graphs, TensorRT, ONNX Runtime CUDA) can be added as further runners without touching the
-pre/post-processing or the scale logic.
+encoder fed the stacked pair [previous, current] + pose decoder. The pose encoder sees the pair
+from its first convolution on, so no encoder features of the previous frame can be reused; the
+previous frame's preprocessed tensor is kept on the device instead (no re-upload or re-resize).
+Checkpoints use monodepth2's directory layout (see :mod:`depth_ego_ros.core.checkpoints`).
 """
 from __future__ import annotations
 
@@ -26,27 +34,31 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Hashable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from . import checkpoints as ckpt
+from .backends import (BACKENDS as _BACKENDS, PRECISIONS as _PRECISIONS, OrtRunner, TorchRunner,
+                       TorchScriptRunner, default_cache_dir, load_exported_runner, resolve_backend,
+                       resolve_device)
+from .device_ops import (ENCODINGS, Uploader, check_image, depth_to_cloud, pixel_rays,
+                         split_cloud, to_network_input, to_rgb, upsample_disparity)
+from .export import ONNX_OPSET, export_onnx, read_manifest
 from .geometry import backproject, intrinsics_for_resize, pose_vec_to_mat
 from .networks.depth_decoder import DepthDecoder, disp_to_depth
 from .networks.pose_decoder import PoseDecoder
 from .networks.resnet_encoder import ResnetEncoder, parse_num_layers
 
-__all__ = ['EstimatorConfig', 'Estimator', 'EstimatorOutput', 'DepthNet', 'PoseNet',
+__all__ = ['EstimatorConfig', 'Estimator', 'EstimatorOutput', 'Frame', 'DepthNet', 'PoseNet',
            'build_networks', 'fit_ground_plane', 'colorize_disparity', 'default_intrinsics',
-           'MONODEPTH2_KITTI_K']
+           'split_cloud', 'export_onnx', 'default_cache_dir', 'MONODEPTH2_KITTI_K']
 
 log = logging.getLogger(__name__)
 
 _MODELS = ('resnet18', 'resnet50')
-_PRECISIONS = ('fp32', 'fp16')
-_BACKENDS = ('torch', 'onnxruntime')
 _SCALE_MODES = ('none', 'fixed', 'camera_height', 'speed')
 
 #: monodepth2's KITTI intrinsics, normalised by the image size (fx/W, fy/H, cx/W, cy/H)
@@ -55,7 +67,6 @@ MONODEPTH2_KITTI_K = np.array([[0.58, 0.0, 0.5],
                                [0.0, 0.0, 1.0]])
 #: below this speed (m/s) a frame does not update the speed-based scale
 MIN_SPEED = 0.05
-ONNX_OPSET = 17
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,36 +78,56 @@ class EstimatorConfig:
 
     model: 'resnet18' | 'resnet50' (encoders of both nets).
     width, height: network input resolution (multiples of 32). Images of any size are resized
-        to it; depth is returned at the input size.
+        to it; depth is returned at the input size. With ``exported_model_dir`` the exported
+        resolution is used (a different value here is logged and replaced).
     device: 'auto' (CUDA when available, else CPU) | 'cpu' | 'cuda' | 'cuda:N'.
-    precision: 'fp32' | 'fp16' (fp16 only on CUDA; on CPU it falls back to fp32 with a warning).
-    backend: 'torch' | 'onnxruntime' (nets exported to ONNX in ``cache_dir`` at construction).
+    precision: 'fp32' | 'fp16' | 'bf16': autocast dtype of the torch backends (pose decoder and
+        disparity->depth stay float32). fp16 needs CUDA (on the CPU it falls back to fp32 with a
+        warning); bf16 works on both (slow on CPUs without bf16 units). Exported models run in
+        the precision they were exported with.
+    backend: 'auto' (default: ONNX Runtime on the CPU, torch on CUDA, the format's runtime for
+        an exported directory) | 'torch' | 'torchscript' | 'onnxruntime' | 'tensorrt'
+        (exported engines only). The one used is in ``Estimator.backend_info``.
     min_depth, max_depth: disparity -> depth bounds (monodepth2: 0.1, 100).
     scale_mode: 'none' (relative depth) | 'fixed' (times ``scale_factor``) | 'camera_height'
         (ground plane fitted in the lower image part lies ``camera_height`` metres below the
         camera) | 'speed' (|translation| = speed * dt, speed and stamp given to ``infer``).
-    num_threads: CPU threads for torch (process-wide) / ONNX Runtime; 0 = library default.
-    channels_last: torch backend only: run the nets in channels_last memory format.
+    num_threads: CPU threads for torch (process-wide) and ONNX Runtime (intra-op);
+        0 = library default.
+    channels_last: torch backend: channels_last memory format; None = on for CUDA, off on CPU.
     scale_smoothing: weight of the previous scale in the running (log-domain) average used by
         'camera_height' and 'speed' (0 = use each frame's estimate as is).
-    cache_dir: where the onnxruntime backend keeps exported models (default
+    cache_dir: where the onnxruntime backend keeps the models it exports at start (default
         ``$XDG_CACHE_HOME/depth_ego_ros/onnx`` or ``~/.cache/depth_ego_ros/onnx``).
+    exported_model_dir: a directory written by ``depth-ego export`` to load instead of a
+        checkpoint (no export at start).
+    optimize: torch/torchscript: inference rewrites with the same maths (BatchNorm folded into
+        the convolutions, vectorised ELU on the CPU, TorchScript freezing). False = the
+        networks exactly as built.
+    compile: torch backend: ``torch.compile`` the networks (slow first frames; needs a C++
+        compiler on the CPU, Triton on CUDA). Off by default.
+    cuda_graphs: torch backend on CUDA: capture a CUDA graph per input shape and replay it
+        (fixed shapes: the network resolution and the batch size). Ignored on the CPU.
     """
     model: str = 'resnet18'
     width: int = 640
     height: int = 192
     device: str = 'auto'
     precision: str = 'fp32'
-    backend: str = 'torch'
+    backend: str = 'auto'
     min_depth: float = 0.1
     max_depth: float = 100.0
     scale_mode: str = 'none'
     scale_factor: float = 1.0
     camera_height: float = 1.0
     num_threads: int = 0
-    channels_last: bool = False
+    channels_last: bool | None = None
     scale_smoothing: float = 0.8
     cache_dir: str | None = None
+    exported_model_dir: str | None = None
+    optimize: bool = True
+    compile: bool = False
+    cuda_graphs: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -109,6 +140,9 @@ class EstimatorConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 or v % 32:
                 raise ValueError(f'{name} must be a positive multiple of 32 (the encoder '
                                  f'downsamples by 32), got {v!r}')
+            if v < 64:
+                raise ValueError(f'{name} must be >= 64 (the decoder reflection-pads the 1/32 '
+                                 f'scale features, which needs 2 pixels there), got {v!r}')
         if not isinstance(self.device, str) or not (
                 self.device in ('auto', 'cpu', 'cuda') or
                 (self.device.startswith('cuda:') and self.device[5:].isdigit())):
@@ -130,6 +164,17 @@ class EstimatorConfig:
             raise ValueError(f'num_threads must be an int >= 0, got {self.num_threads!r}')
         if not (_finite(self.scale_smoothing) and 0 <= self.scale_smoothing < 1):
             raise ValueError(f'scale_smoothing must be in [0, 1), got {self.scale_smoothing!r}')
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ValueError(f'channels_last must be True, False or None (auto), got {self.channels_last!r}')
+        for name in ('optimize', 'compile', 'cuda_graphs'):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f'{name} must be a bool, got {getattr(self, name)!r}')
+        for name in ('cache_dir', 'exported_model_dir'):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise ValueError(f'{name} must be a path or None, got {v!r}')
+            if v is not None and not str(v):
+                raise ValueError(f'{name} must not be empty (use None)')
         return self
 
 
@@ -140,15 +185,31 @@ class EstimatorOutput:
         (monodepth2's scaled disparity).
     relative_pose: float64 4x4 ``T_prev_curr`` (maps current-camera points into the previous
         camera frame = pose of the current camera in the previous one), translation in depth
-        units; None on the first frame, after reset() and when the checkpoint has no pose net.
+        units; None on the first frame of a camera, after reset() and when the checkpoint has no
+        pose net.
     scale: the factor applied to depth and translation.
-    timings: milliseconds per stage: preprocess, depth, pose, postprocess, total.
+    timings: milliseconds per stage: preprocess, depth, pose, postprocess, total (for
+        ``infer_batch``: of the whole batch).
+    camera_id, stamp: as given with the frame.
     """
     depth: np.ndarray
     disparity: np.ndarray
     relative_pose: np.ndarray | None
     scale: float
     timings: dict = field(default_factory=dict)
+    camera_id: Hashable = None
+    stamp: float | None = None
+
+
+class Frame(NamedTuple):
+    """One camera frame for :meth:`Estimator.infer_batch` (a plain tuple
+    ``(image, K, stamp, speed, camera_id)`` works the same)."""
+    image: np.ndarray
+    K: np.ndarray
+    stamp: float | None = None
+    speed: float | None = None
+    camera_id: Hashable = None
+    encoding: str = 'rgb8'
 
 
 def _finite(x) -> bool:
@@ -213,106 +274,6 @@ def build_networks(model: str = 'resnet18', checkpoint: str | os.PathLike | None
     depth_net = DepthNet(enc, dec).eval()
     pose_net = PoseNet(penc, pdec).eval() if penc is not None else None
     return depth_net, pose_net, meta
-
-
-# ----------------------------------------------------------------------------------------------
-# backends ("runners")
-# ----------------------------------------------------------------------------------------------
-class _TorchRunner:
-    """Eager torch on the estimator's device and dtype (optionally channels_last)."""
-    name = 'torch'
-
-    def __init__(self, depth_net, pose_net, device, dtype, channels_last):
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.memory_format = fmt
-        self.depth_net = depth_net.to(device=device, dtype=dtype, memory_format=fmt)
-        self.pose_net = (pose_net.to(device=device, dtype=dtype, memory_format=fmt)
-                         if pose_net is not None else None)
-
-    def depth(self, image):
-        return self.depth_net(image.contiguous(memory_format=self.memory_format))
-
-    def pose(self, pair):
-        return self.pose_net(pair.contiguous(memory_format=self.memory_format))
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    return Path(base) / 'depth_ego_ros' / 'onnx'
-
-
-def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, input_name: str,
-                output_names: list[str]) -> Path:
-    """Export ``net`` (fp32, CPU) to ONNX at ``path`` (batch axis dynamic); atomic write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    dyn = {input_name: {0: 'batch'}, **{o: {0: 'batch'} for o in output_names}}
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        torch.onnx.export(net, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=[input_name], output_names=output_names,
-                          dynamic_axes=dyn, do_constant_folding=True)
-    os.replace(tmp, path)
-    return path
-
-
-class _OrtRunner:
-    """ONNX Runtime sessions for both nets (exported once per weights/resolution, cached)."""
-    name = 'onnxruntime'
-
-    def __init__(self, depth_net, pose_net, config: EstimatorConfig, device: torch.device):
-        import onnxruntime as ort  # optional dependency: only this backend needs it
-        cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        tag = f'{config.model}_{config.width}x{config.height}_op{ONNX_OPSET}_' \
-              f'torch{torch.__version__.split("+")[0]}'
-        depth_net = depth_net.float().cpu()
-        ex = torch.zeros(1, 3, config.height, config.width)
-        depth_path = cache / f'depth_{tag}_{ckpt.state_dict_digest(depth_net)}.onnx'
-        if not depth_path.is_file():
-            log.info('exporting the depth net to %s', depth_path)
-            export_onnx(depth_net, ex, depth_path, 'image', ['disparity'])
-        pose_path = None
-        if pose_net is not None:
-            pose_net = pose_net.float().cpu()
-            pose_path = cache / f'pose_{tag}_{ckpt.state_dict_digest(pose_net)}.onnx'
-            if not pose_path.is_file():
-                log.info('exporting the pose net to %s', pose_path)
-                export_onnx(pose_net, torch.zeros(1, 6, config.height, config.width), pose_path,
-                            'pair', ['axisangle', 'translation'])
-        self.paths = {'depth': depth_path, 'pose': pose_path}
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if config.num_threads > 0:
-            opts.intra_op_num_threads = int(config.num_threads)
-            opts.inter_op_num_threads = 1
-        # Two sessions run back to back: with spinning worker threads (ORT's default) the idle
-        # pool of one keeps the cores busy while the other runs (measured ~2x slower here).
-        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        providers = ['CPUExecutionProvider']
-        if device.type == 'cuda':
-            if 'CUDAExecutionProvider' not in ort.get_available_providers():
-                raise ValueError("backend='onnxruntime' on CUDA needs onnxruntime-gpu "
-                                 '(CUDAExecutionProvider not available); use device=cpu')
-            providers = [('CUDAExecutionProvider', {'device_id': device.index or 0}),
-                         'CPUExecutionProvider']
-        self.providers = providers
-        self.depth_sess = ort.InferenceSession(str(depth_path), opts, providers=providers)
-        self.pose_sess = (ort.InferenceSession(str(pose_path), opts, providers=providers)
-                          if pose_path is not None else None)
-
-    @staticmethod
-    def _np(x: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(x.detach().to('cpu', torch.float32).numpy())
-
-    def depth(self, image):
-        (disp,) = self.depth_sess.run(None, {'image': self._np(image)})
-        return torch.from_numpy(disp)
-
-    def pose(self, pair):
-        aa, t = self.pose_sess.run(None, {'pair': self._np(pair)})
-        return torch.from_numpy(aa), torch.from_numpy(t)
-
 
 # ----------------------------------------------------------------------------------------------
 # scale helpers
@@ -430,97 +391,181 @@ def colorize_disparity(depth: np.ndarray, vmax_percentile: float = 95.0) -> np.n
 # ----------------------------------------------------------------------------------------------
 # the estimator
 # ----------------------------------------------------------------------------------------------
-def _resolve_device(name: str) -> torch.device:
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(name)
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available "
-                             "(use device='cpu' or 'auto')")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f'device {name!r}: only {torch.cuda.device_count()} CUDA device(s)')
-    return dev
+_resolve_device = resolve_device          # the old private name (kept for callers)
+_ALL = object()                           # reset(): every camera
+
+
+class _CameraState:
+    """Per-camera state: the previous frame (network input on the device) and its stamp for the
+    pose net, and the running metric scale estimate."""
+    __slots__ = ('prev', 'prev_stamp', 'scale', 'rng')
+
+    def __init__(self):
+        self.prev: torch.Tensor | None = None
+        self.prev_stamp: float | None = None
+        self.scale: float | None = None
+        self.rng = np.random.default_rng(0)
 
 
 class Estimator:
-    """Depth + ego-motion from a monocular RGB stream.
+    """Depth + ego-motion from one or more monocular RGB streams.
 
     ``Estimator(config, checkpoint=None)``: checkpoint is a monodepth2-layout directory; None
-    gives randomly initialised (seeded) networks and logs a warning. ``infer`` keeps the
-    previous frame for the pose net; ``reset`` forgets it; ``depth_only`` changes no state.
+    gives randomly initialised (seeded) networks and logs a warning (unless
+    ``config.exported_model_dir`` provides the networks). ``infer`` keeps the previous frame for
+    the pose net; ``reset`` forgets it; ``depth_only`` changes no state; ``infer_batch`` serves
+    several cameras in one network call; ``point_cloud`` packs the last frame's points.
     Not thread-safe: use one Estimator per worker thread.
     """
 
     def __init__(self, config: EstimatorConfig | None = None, checkpoint: str | os.PathLike | None = None):
         config = dataclasses.replace(config) if config is not None else EstimatorConfig()
         config.validate()
-        self.device = _resolve_device(config.device)
+        self.device = resolve_device(config.device)
+        requested_backend = config.backend
+
+        manifest = None
+        if config.exported_model_dir is not None:
+            manifest = read_manifest(config.exported_model_dir)
+            if manifest['model'] != config.model:
+                log.info('exported model is %s (config says %s)', manifest['model'], config.model)
+                config.model = manifest['model']
+            if (manifest['width'], manifest['height']) != (config.width, config.height):
+                log.warning('exported models run at %sx%s; using that instead of %sx%s',
+                            manifest['width'], manifest['height'], config.width, config.height)
+                config.width, config.height = int(manifest['width']), int(manifest['height'])
+
         if config.precision == 'fp16' and self.device.type != 'cuda':
             warnings.warn('precision fp16 is only supported on CUDA; using fp32 on the CPU',
                           RuntimeWarning, stacklevel=2)
             log.warning('precision fp16 is only supported on CUDA; using fp32 on the CPU')
             config.precision = 'fp32'
-        if config.backend == 'onnxruntime' and config.precision == 'fp16':
-            log.warning('the onnxruntime backend runs fp32 models; ignoring precision fp16')
+        if config.precision == 'bf16' and self.device.type == 'cuda' and \
+                not torch.cuda.is_bf16_supported():
+            raise ValueError(f'precision bf16 is not supported by {torch.cuda.get_device_name(self.device)}; '
+                             'use fp16')
+        if config.cuda_graphs and self.device.type != 'cuda':
+            log.warning('cuda_graphs is ignored on %s', self.device)
+            config.cuda_graphs = False
+        if config.channels_last is None:
+            config.channels_last = self.device.type == 'cuda'
+        torch_only = (requested_backend == 'auto' and manifest is None and
+                      (config.compile or config.cuda_graphs or config.precision == 'bf16' or
+                       (config.channels_last and self.device.type != 'cuda')))
+        backend, why = resolve_backend(requested_backend, self.device,
+                                       manifest['format'] if manifest else None, torch_only)
+        if manifest is not None:
+            if config.precision != manifest['precision']:
+                log.info('exported models are %s; precision %s ignored', manifest['precision'],
+                         config.precision)
+            config.precision = manifest['precision']
+        elif backend == 'onnxruntime' and config.precision != 'fp32':
+            log.warning('the onnxruntime backend exports fp32 models at start; ignoring precision '
+                        '%s (export with `depth-ego export --fp16` and set exported_model_dir)',
+                        config.precision)
             config.precision = 'fp32'
+        config.backend = backend
         self.config = config
-        self.dtype = torch.float16 if config.precision == 'fp16' else torch.float32
+        self.dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(config.precision, torch.float32)
         if config.num_threads > 0:
             torch.set_num_threads(int(config.num_threads))
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
-        if self.checkpoint is None:
-            log.warning('Estimator: no checkpoint given, the networks have RANDOM weights: '
-                        'depth and poses are meaningless (give a monodepth2 checkpoint directory)')
-        depth_net, pose_net, meta = build_networks(config.model, self.checkpoint)
-        self.checkpoint_meta = meta
-        if self.checkpoint is not None and pose_net is None:
-            log.warning('checkpoint %s has no pose networks (%s, %s): relative poses will be None',
-                        self.checkpoint, ckpt.POSE_ENCODER_FILE, ckpt.POSE_FILE)
-        if meta.get('width') and (meta['width'], meta['height']) != (config.width, config.height):
-            log.info('checkpoint was trained at %sx%s; running at %sx%s',
-                     meta['width'], meta['height'], config.width, config.height)
-        self.has_pose = pose_net is not None
-
-        if config.backend == 'onnxruntime':
-            self.runner = _OrtRunner(depth_net, pose_net, config, self.device)
-            self._pre_device = torch.device('cpu') if self.device.type != 'cuda' else self.device
+        self.checkpoint_meta = {}
+        if manifest is not None:
+            if self.checkpoint is not None:
+                log.warning('checkpoint %s ignored: the weights come from the exported models in %s',
+                            self.checkpoint, manifest['directory'])
+            if manifest.get('random_weights'):
+                log.warning('Estimator: the exported models in %s have RANDOM weights: depth and '
+                            'poses are meaningless', manifest['directory'])
+            self.runner = load_exported_runner(manifest, self.device, config.num_threads,
+                                               config.optimize)
         else:
-            self.runner = _TorchRunner(depth_net, pose_net, self.device, self.dtype, config.channels_last)
-            self._pre_device = self.device
-        self._rng = np.random.default_rng(0)
-        self._scale: float | None = None
+            if self.checkpoint is None:
+                log.warning('Estimator: no checkpoint given, the networks have RANDOM weights: '
+                            'depth and poses are meaningless (give a monodepth2 checkpoint directory)')
+            depth_net, pose_net, meta = build_networks(config.model, self.checkpoint)
+            self.checkpoint_meta = meta
+            if self.checkpoint is not None and pose_net is None:
+                log.warning('checkpoint %s has no pose networks (%s, %s): relative poses will be None',
+                            self.checkpoint, ckpt.POSE_ENCODER_FILE, ckpt.POSE_FILE)
+            if meta.get('width') and (meta['width'], meta['height']) != (config.width, config.height):
+                log.info('checkpoint was trained at %sx%s; running at %sx%s',
+                         meta['width'], meta['height'], config.width, config.height)
+            self.runner = self._make_runner(backend, depth_net, pose_net)
+        self.has_pose = bool(self.runner.has_pose)
+        self.backend_info = dict(self.runner.info, requested=requested_backend, reason=why)
+        log.info('Estimator: %s %dx%d, %s (%s)', config.model, config.width, config.height,
+                 self.runner.describe(), why)
+
+        self._uploader = Uploader(self.device)
+        self._cams: dict[Hashable, _CameraState] = {}
+        self._last: dict[Hashable, tuple] = {}       # camera -> (depth [H,W], rgb [H,W,3], K)
+        self._rays: dict[tuple, torch.Tensor] = {}
         self.reset()
 
+    def _make_runner(self, backend, depth_net, pose_net):
+        cfg = self.config
+        if backend == 'onnxruntime':
+            return OrtRunner.from_nets(depth_net, pose_net, self.device, cfg.width, cfg.height,
+                                       cfg.model, cfg.cache_dir, cfg.num_threads)
+        if backend == 'torchscript':
+            return TorchScriptRunner.from_nets(depth_net, pose_net, self.device, cfg.precision,
+                                               cfg.optimize, (cfg.height, cfg.width))
+        return TorchRunner(depth_net, pose_net, self.device, cfg.precision, cfg.channels_last,
+                           cfg.optimize, cfg.compile, cfg.cuda_graphs)
+
     # -- state ---------------------------------------------------------------------------
-    def reset(self):
-        """Forget the previous frame (the next infer() returns relative_pose None). The metric
-        scale estimate is kept: it belongs to the camera/network, not to the sequence."""
-        self._prev: torch.Tensor | None = None
-        self._prev_stamp: float | None = None
+    def reset(self, camera_id=_ALL):
+        """Forget the previous frame (the next infer() returns relative_pose None): of every
+        camera (no argument) or of ``camera_id``. The metric scale estimates are kept: they
+        belong to the camera/network, not to the sequence."""
+        states = self._cams.values() if camera_id is _ALL else \
+            [self._cams[camera_id]] if camera_id in self._cams else []
+        for st in states:
+            st.prev = None
+            st.prev_stamp = None
+
+    def _state(self, camera_id) -> _CameraState:
+        st = self._cams.get(camera_id)
+        if st is None:
+            st = self._cams[camera_id] = _CameraState()
+        return st
+
+    @property
+    def cameras(self) -> list:
+        """Camera ids seen by infer/infer_batch."""
+        return list(self._cams)
+
+    def camera_scale(self, camera_id=None) -> float:
+        """The current metric scale of ``camera_id`` (1.0 until estimated)."""
+        mode = self.config.scale_mode
+        if mode == 'none':
+            return 1.0
+        if mode == 'fixed':
+            return float(self.config.scale_factor)
+        st = self._cams.get(camera_id)
+        return float(st.scale) if st is not None and st.scale is not None else 1.0
 
     @property
     def scale(self) -> float:
-        """The current metric scale (1.0 until estimated)."""
-        if self.config.scale_mode == 'none':
-            return 1.0
-        if self.config.scale_mode == 'fixed':
-            return float(self.config.scale_factor)
-        return float(self._scale) if self._scale is not None else 1.0
+        """The current metric scale of the default camera (1.0 until estimated)."""
+        return self.camera_scale(None)
+
+    @property
+    def _scale(self):
+        st = self._cams.get(None)
+        return st.scale if st is not None else None
+
+    @_scale.setter
+    def _scale(self, value):
+        self._state(None).scale = value
 
     # -- validation ----------------------------------------------------------------------
     @staticmethod
-    def _check_image(image) -> None:
-        if not isinstance(image, np.ndarray):
-            raise ValueError(f'image must be a numpy array (HxWx3 uint8 RGB), got {type(image).__name__}')
-        if image.dtype != np.uint8:
-            raise ValueError(f'image must be uint8 RGB (HxWx3), got dtype {image.dtype}')
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f'image must be HxWx3 (RGB), got shape {image.shape}'
-                             + (' (a 2-D grey image? convert it to RGB)' if image.ndim == 2 else ''))
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f'image has zero size: shape {image.shape}')
+    def _check_image(image, encoding: str = 'rgb8') -> np.ndarray:
+        return check_image(image, encoding)
 
     @staticmethod
     def _check_K(K) -> np.ndarray:
@@ -546,33 +591,57 @@ class Estimator:
             raise ValueError(f'{name} must be a finite number or None, got {value!r}')
         return float(value)
 
+    def _check_frame(self, item, index: int, count: int) -> Frame:
+        where = f'frame {index}: ' if count > 1 else ''
+        try:
+            if isinstance(item, Frame):
+                f = item
+            elif isinstance(item, (tuple, list)) and 2 <= len(item) <= 6:
+                f = Frame(*item)
+            else:
+                raise ValueError('a frame must be a Frame or a tuple (image, K, stamp, speed, '
+                                 f'camera_id[, encoding]), got {type(item).__name__}')
+            try:
+                hash(f.camera_id)
+            except TypeError:
+                raise ValueError(f'camera_id must be hashable, got {type(f.camera_id).__name__}') from None
+            return Frame(self._check_image(f.image, f.encoding), self._check_K(f.K),
+                         self._check_number('stamp', f.stamp), self._check_number('speed', f.speed),
+                         f.camera_id, f.encoding)
+        except ValueError as exc:
+            if not where:
+                raise
+            raise ValueError(where + str(exc)) from exc
+
     # -- stages --------------------------------------------------------------------------
     def _sync(self):
-        if self._pre_device.type == 'cuda':
-            torch.cuda.synchronize(self._pre_device)
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
 
-    def _preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 HxWx3 -> [1,3,h,w] in [0,1] at network resolution, on the compute device."""
+    def _upload(self, frames: Sequence[Frame]):
+        """-> (network input [N,3,h,w] float32 in input order, list of RGB uint8 [H,W,3] views),
+        one upload + colour conversion + resize per group of same-size, same-encoding frames."""
         cfg = self.config
-        if not image.flags.writeable or not image.flags.c_contiguous:
-            image = np.array(image, order='C')   # torch wants a writable, contiguous buffer
-        t = torch.from_numpy(image)
-        if self._pre_device.type == 'cuda':
-            t = t.pin_memory().to(self._pre_device, non_blocking=True)   # upload uint8
-        x = t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        if x.shape[-2:] != (cfg.height, cfg.width):
-            x = F.interpolate(x, size=(cfg.height, cfg.width), mode='bilinear',
-                              align_corners=False, antialias=True)
-        return x.to(self.dtype)
+        groups: dict[tuple, list[int]] = {}
+        for i, f in enumerate(frames):
+            groups.setdefault((f.image.shape, f.encoding), []).append(i)
+        parts, order, rgbs = [], [], [None] * len(frames)
+        for (_, encoding), idx in groups.items():
+            rgb = to_rgb(self._uploader([frames[i].image for i in idx]), encoding)
+            parts.append(to_network_input(rgb, (cfg.height, cfg.width)))
+            order.extend(idx)
+            for j, i in enumerate(idx):
+                rgbs[i] = rgb[j]
+        x = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if order != sorted(order):
+            inverse = torch.as_tensor(np.argsort(order), device=x.device)
+            x = x.index_select(0, inverse)
+        return x, rgbs
 
-    def _depth(self, x: torch.Tensor, out_hw) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (scaled disparity [1,1,h,w] fp32, relative depth [1,1,H,W] fp32 at out_hw)."""
-        disp = self.runner.depth(x).float()
-        scaled, _ = disp_to_depth(disp, self.config.min_depth, self.config.max_depth)
-        full = scaled
-        if tuple(out_hw) != tuple(scaled.shape[-2:]):
-            full = F.interpolate(scaled, size=tuple(out_hw), mode='bilinear', align_corners=False)
-        return scaled, 1.0 / full
+    def _preprocess(self, image: np.ndarray, encoding: str = 'rgb8') -> torch.Tensor:
+        """uint8 HxWxC -> [1,3,h,w] float32 in [0,1] at network resolution, on the device."""
+        image = self._check_image(image, encoding)
+        return self._upload([Frame(image, None, encoding=encoding)])[0]
 
     def _ground_scale(self, scaled_disp: torch.Tensor, K: np.ndarray, in_wh,
                       rng: np.random.Generator) -> float | None:
@@ -591,86 +660,182 @@ class Estimator:
         scale = self.config.camera_height / plane[1]
         return scale if _finite(scale) and scale > 0 else None
 
-    def _smooth(self, raw: float | None) -> float:
+    def _smooth(self, st: _CameraState, raw: float | None) -> float:
         if raw is not None:
-            if self._scale is None:
-                self._scale = raw
+            if st.scale is None:
+                st.scale = raw
             else:
                 s = self.config.scale_smoothing
-                self._scale = math.exp(s * math.log(self._scale) + (1.0 - s) * math.log(raw))
-        return self.scale
+                st.scale = math.exp(s * math.log(st.scale) + (1.0 - s) * math.log(raw))
+        return float(st.scale) if st.scale is not None else 1.0
 
-    # -- public API ----------------------------------------------------------------------
-    def infer(self, image: np.ndarray, K: np.ndarray, stamp: float | None = None,
-              speed: float | None = None) -> EstimatorOutput:
-        """One frame -> depth at the input resolution + T_prev_curr (None on the first frame).
-
-        image: HxWx3 uint8 RGB; K: 3x3 intrinsics of this image (pixels); stamp: seconds
-        (needed by scale_mode 'speed'); speed: metres/second of the camera at this frame
-        (scale_mode 'speed'; None or below MIN_SPEED keeps the previous scale).
-        """
-        self._check_image(image)
-        K = self._check_K(K)
-        stamp = self._check_number('stamp', stamp)
-        speed = self._check_number('speed', speed)
+    def _scale_for(self, i: int, f: Frame, scaled: torch.Tensor, T, update: bool) -> float:
+        """The metric scale of frame i (updating its camera's estimate when ``update``)."""
         cfg = self.config
-        H, W = image.shape[:2]
-        timings = {}
+        H, W = f.image.shape[:2]
+        if cfg.scale_mode == 'camera_height':
+            if update:
+                st = self._state(f.camera_id)
+                return self._smooth(st, self._ground_scale(scaled[i:i + 1], f.K, (W, H), st.rng))
+            st = self._cams.get(f.camera_id)
+            if st is not None and st.scale is not None:
+                return float(st.scale)
+            raw = self._ground_scale(scaled[i:i + 1], f.K, (W, H), np.random.default_rng(0))
+            return raw if raw is not None else 1.0
+        if cfg.scale_mode == 'speed':
+            if not update:
+                return self.camera_scale(f.camera_id)
+            st = self._state(f.camera_id)
+            raw = None
+            if T is not None and f.speed is not None and f.stamp is not None \
+                    and st.prev_stamp is not None:
+                dt = f.stamp - st.prev_stamp
+                norm_t = float(np.linalg.norm(T[:3, 3]))
+                if dt > 0 and abs(f.speed) >= MIN_SPEED and norm_t > 1e-9:
+                    raw = abs(f.speed) * dt / norm_t
+                elif dt <= 0:
+                    log.debug('speed scale: non-increasing stamp (dt=%.6f), scale kept', dt)
+            return self._smooth(st, raw)
+        return self.camera_scale(f.camera_id)
+
+    def _run(self, items, with_pose: bool) -> list[EstimatorOutput]:
+        """The one code path of infer / infer_batch (with_pose=True: pose + state updates) and
+        depth_only (with_pose=False: no state change)."""
+        frames = [self._check_frame(item, i, len(items)) for i, item in enumerate(items)]
+        if not frames:
+            return []
+        cfg = self.config
+        n = len(frames)
         with torch.inference_mode():
             t0 = time.perf_counter()
-            x = self._preprocess(image)
+            x, rgbs = self._upload(frames)
             self._sync()
             t1 = time.perf_counter()
-            scaled_disp, depth = self._depth(x, (H, W))
+            disp = self.runner.depth(x).float()                  # one network call
+            scaled, _ = disp_to_depth(disp, cfg.min_depth, cfg.max_depth)   # float32
             self._sync()
             t2 = time.perf_counter()
-            T = None
-            if self.has_pose and self._prev is not None:
-                aa, tr = self.runner.pose(torch.cat([self._prev, x], dim=1))
-                # the net predicts T_curr_prev for [prev, curr]; invert -> T_prev_curr
-                T = pose_vec_to_mat(aa.float().cpu().double(), tr.float().cpu().double(),
-                                    invert=True)[0].numpy()
+
+            T = [None] * n
+            if with_pose and self.has_pose:
+                # the previous frame of each camera: earlier in this batch, else its state
+                pair_idx, prevs, last_in_batch = [], [], {}
+                for i, f in enumerate(frames):
+                    if f.camera_id in last_in_batch:
+                        prev = x[last_in_batch[f.camera_id]]
+                    else:
+                        st = self._cams.get(f.camera_id)
+                        prev = st.prev if st is not None else None
+                    if prev is not None:
+                        pair_idx.append(i)
+                        prevs.append(prev)
+                    last_in_batch[f.camera_id] = i
+                if pair_idx:
+                    cur = x if len(pair_idx) == n else x[pair_idx]
+                    aa, tr = self.runner.pose(torch.cat([torch.stack(prevs), cur], dim=1))
+                    vec = torch.cat([aa.float().reshape(-1, 3), tr.float().reshape(-1, 3)],
+                                    dim=1).cpu().double()           # one device->host copy
+                    # the net predicts T_curr_prev for [prev, curr]; invert -> T_prev_curr
+                    mats = pose_vec_to_mat(vec[:, :3], vec[:, 3:], invert=True).numpy()
+                    for k, i in enumerate(pair_idx):
+                        T[i] = mats[k].copy()
             self._sync()
             t3 = time.perf_counter()
 
-            if cfg.scale_mode == 'camera_height':
-                scale = self._smooth(self._ground_scale(scaled_disp, K, (W, H), self._rng))
-            elif cfg.scale_mode == 'speed':
-                raw = None
-                if T is not None and speed is not None and stamp is not None \
-                        and self._prev_stamp is not None:
-                    dt = stamp - self._prev_stamp
-                    norm_t = float(np.linalg.norm(T[:3, 3]))
-                    if dt > 0 and abs(speed) >= MIN_SPEED and norm_t > 1e-9:
-                        raw = abs(speed) * dt / norm_t
-                    elif dt <= 0:
-                        log.debug('speed scale: non-increasing stamp (dt=%.6f), scale kept', dt)
-                scale = self._smooth(raw)
-            else:
-                scale = self.scale
-            depth_np = (depth[0, 0] * scale).cpu().numpy().astype(np.float32, copy=False)
-            disp_np = scaled_disp[0, 0].cpu().numpy().astype(np.float32, copy=False)
-            if T is not None:
-                T[:3, 3] *= scale
-            self._prev = x
-            self._prev_stamp = stamp
+            scales = []
+            for i, f in enumerate(frames):             # input order: a camera's frames in turn
+                s = self._scale_for(i, f, scaled, T[i], update=with_pose)
+                if T[i] is not None:
+                    T[i][:3, 3] *= s
+                if with_pose:
+                    self._state(f.camera_id).prev_stamp = f.stamp
+                scales.append(s)
+            scale_t = torch.tensor(scales, dtype=torch.float32, device=scaled.device)
+            depth_np, depth_dev = [None] * n, [None] * n
+            by_size: dict[tuple, list[int]] = {}
+            for i, f in enumerate(frames):
+                by_size.setdefault(f.image.shape[:2], []).append(i)
+            for size, idx in by_size.items():
+                sel = slice(None) if len(idx) == n else torch.as_tensor(idx, device=scaled.device)
+                d = upsample_disparity(scaled[sel], size) * scale_t[sel].view(-1, 1, 1, 1)
+                host = d[:, 0].cpu().numpy()              # one device->host copy per size
+                for j, i in enumerate(idx):
+                    depth_np[i] = host[j]
+                    depth_dev[i] = d[j, 0]
+            disp_np = scaled[:, 0].cpu().numpy()          # one device->host copy
+            for i, f in enumerate(frames):
+                if with_pose:
+                    self._state(f.camera_id).prev = x[i]
+                rgb = rgbs[i] if self.device.type == 'cuda' else rgbs[i].clone()
+                self._last[f.camera_id] = (depth_dev[i], rgb, f.K)
             t4 = time.perf_counter()
-        timings.update(preprocess=(t1 - t0) * 1e3, depth=(t2 - t1) * 1e3, pose=(t3 - t2) * 1e3,
+        timings = dict(preprocess=(t1 - t0) * 1e3, depth=(t2 - t1) * 1e3, pose=(t3 - t2) * 1e3,
                        postprocess=(t4 - t3) * 1e3, total=(t4 - t0) * 1e3)
-        return EstimatorOutput(depth=depth_np, disparity=disp_np, relative_pose=T,
-                               scale=float(scale), timings=timings)
+        return [EstimatorOutput(depth=depth_np[i], disparity=disp_np[i], relative_pose=T[i],
+                                scale=float(scales[i]), timings=dict(timings),
+                                camera_id=frames[i].camera_id, stamp=frames[i].stamp)
+                for i in range(n)]
 
-    def depth_only(self, image: np.ndarray, K: np.ndarray) -> np.ndarray:
+    # -- public API ----------------------------------------------------------------------
+    def infer(self, image: np.ndarray, K: np.ndarray, stamp: float | None = None,
+              speed: float | None = None, *, camera_id: Hashable = None,
+              encoding: str = 'rgb8') -> EstimatorOutput:
+        """One frame -> depth at the input resolution + T_prev_curr (None on the first frame).
+
+        image: HxWx3 uint8 RGB (or another ``encoding``: bgr8, rgba8, bgra8, mono8); K: 3x3
+        intrinsics of this image (pixels); stamp: seconds (needed by scale_mode 'speed');
+        speed: metres/second of the camera at this frame (scale_mode 'speed'; None or below
+        MIN_SPEED keeps the previous scale); camera_id: whose pose chain this frame continues.
+        """
+        return self._run([Frame(image, K, stamp, speed, camera_id, encoding)], with_pose=True)[0]
+
+    def infer_batch(self, frames: Sequence) -> list[EstimatorOutput]:
+        """Several frames (typically one per camera, taken together) in one network call each for
+        depth and pose. ``frames``: :class:`Frame` s or tuples ``(image, K, stamp, speed,
+        camera_id[, encoding])``. Frames of any sizes mix (each is resized to the network
+        resolution; depth comes back at its own size). Every camera_id has its own previous
+        frame and scale: the result equals calling ``infer`` per frame in list order (to float
+        rounding), and outputs come in input order. A camera may appear more than once (its
+        frames are then chained in list order). ValueError (naming the frame index) on bad
+        input, before anything runs or any state changes."""
+        return self._run(list(frames), with_pose=True)
+
+    def depth_only(self, image: np.ndarray, K: np.ndarray, *, camera_id: Hashable = None,
+                   encoding: str = 'rgb8') -> np.ndarray:
         """Depth (float32 HxW of the input) for one image; no pose, no state change. The scale
-        is the current one ('camera_height' without an estimate yet fits this frame)."""
-        self._check_image(image)
-        K = self._check_K(K)
-        H, W = image.shape[:2]
+        is the camera's current one ('camera_height' without an estimate yet fits this frame)."""
+        return self._run([Frame(image, K, None, None, camera_id, encoding)], with_pose=False)[0].depth
+
+    def point_cloud(self, camera_id: Hashable = None, stride: int = 1, min_range: float = 0.0,
+                    max_range: float | None = math.inf, with_rgb: bool = True) -> np.ndarray:
+        """Points of the last frame of ``camera_id`` (from infer / infer_batch / depth_only).
+
+        Back-projection, range filtering and packing run on the device; the result is copied
+        to the host once. Every ``stride``-th pixel in both directions from (0, 0); a point is
+        kept when its depth is finite and > 0 and its distance from the camera centre is in
+        ``[min_range, max_range]`` (None/0/inf max_range = no limit). Returns float32 ``(N, 4)``
+        rows ``x, y, z, rgb`` in the camera optical frame (depth units; rgb = float32 whose
+        bits are 0x00RRGGBB: the memory of a PointCloud2 with fields x, y, z, rgb at offsets 0,
+        4, 8, 12, point_step 16, row-major pixel order), or ``(N, 3)`` without rgb.
+        ``split_cloud(result)`` gives (xyz float32 (N,3), rgb uint8 (N,3)).
+        """
+        if camera_id not in self._last:
+            raise ValueError(f'no frame of camera {camera_id!r} yet: call infer/depth_only first')
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f'stride must be an int >= 1, got {stride!r}')
+        if max_range is None or max_range == 0:
+            max_range = math.inf
+        if not (_finite(min_range) and min_range >= 0) or not (float(max_range) > min_range):
+            raise ValueError(f'need 0 <= min_range < max_range, got {min_range!r}, {max_range!r}')
+        depth, rgb, K = self._last[camera_id]
+        H, W = depth.shape
+        key = (H, W, int(stride), K.tobytes())
+        rays = self._rays.get(key)
         with torch.inference_mode():
-            x = self._preprocess(image)
-            scaled_disp, depth = self._depth(x, (H, W))
-            scale = self.scale
-            if self.config.scale_mode == 'camera_height' and self._scale is None:
-                raw = self._ground_scale(scaled_disp, K, (W, H), np.random.default_rng(0))
-                scale = raw if raw is not None else 1.0
-            return (depth[0, 0] * scale).cpu().numpy().astype(np.float32, copy=False)
+            if rays is None:
+                if len(self._rays) >= 16:
+                    self._rays.clear()
+                rays = self._rays[key] = pixel_rays(H, W, K, int(stride), depth.device)
+            packed = depth_to_cloud(depth, rgb if with_rgb else None, K, int(stride),
+                                    float(min_range), float(max_range), rays)
+            return packed.cpu().numpy()

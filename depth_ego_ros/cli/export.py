@@ -1,0 +1,117 @@
+"""`depth-ego export`: the depth and pose networks as ONNX, TorchScript or TensorRT files that
+the Estimator (and the perception node) load through ``exported_model_dir``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+HELP = 'export the depth and pose networks (ONNX / TorchScript / TensorRT) and check them'
+DESCRIPTION = """\
+Export the depth and pose networks of a monodepth2-layout checkpoint to OUTDIR:
+
+    OUTDIR/export.json             manifest (format, model, resolution, precision, check result)
+    OUTDIR/depth.{onnx,pt,engine}  image [B,3,H,W] RGB in [0,1] -> disparity [B,1,H,W]
+    OUTDIR/pose.{onnx,pt,engine}   pair [B,6,H,W] = [previous, current] -> axisangle [B,3],
+                                   translation [B,3] (T_curr_prev); absent without pose files
+
+Inputs/outputs are float32 with a dynamic batch axis (TensorRT: 1..--max-batch). --fp16 makes
+the inside half precision (weights and compute; TensorRT: FP16 builder flag) except the pose
+decoder and the disparity output, which stay float32.
+
+After writing, the exported models are loaded with the runtime the Estimator uses (ONNX Runtime
+with the CUDA or CPU provider by --device, TorchScript, TensorRT) and compared with float32
+eager torch on a 2-frame batch: the max abs error of the disparity (sigmoid output, 0..1) and of
+the pose vectors is printed with the tolerance (fp32: 1e-4 / 1e-5, fp16: 2e-2 / 2e-3).
+Exit status: 0 = exported and within tolerance, 1 = exported but NOT within tolerance,
+2 = nothing (usable) exported (bad arguments, checkpoint error, TensorRT unavailable).
+
+Use it: EstimatorConfig(exported_model_dir=OUTDIR) (backend 'auto' picks the format's runtime).
+"""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser('export', help=HELP, description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--checkpoint', metavar='DIR',
+                   help='monodepth2-layout checkpoint directory (without it: RANDOM weights, '
+                        'for pipeline tests and benchmarks only)')
+    p.add_argument('--format', required=True, choices=['onnx', 'torchscript', 'tensorrt'])
+    p.add_argument('--out', required=True, metavar='OUTDIR', help='output directory (created)')
+    p.add_argument('--model', choices=['resnet18', 'resnet50'], default=None,
+                   help='encoder (default: detected from the checkpoint, else resnet18)')
+    p.add_argument('--width', type=int, default=None,
+                   help="network width, multiple of 32 (default: the checkpoint's, else 640)")
+    p.add_argument('--height', type=int, default=None,
+                   help="network height, multiple of 32 (default: the checkpoint's, else 192)")
+    p.add_argument('--opset', type=int, default=17, help='ONNX opset (onnx, tensorrt; default 17)')
+    p.add_argument('--fp16', action='store_true', help='half precision inside (see above)')
+    p.add_argument('--max-batch', type=int, default=8,
+                   help='largest batch of the TensorRT engines (default 8 = 8 cameras)')
+    p.add_argument('--device', default='auto',
+                   help='where the check runs: auto | cpu | cuda | cuda:N (default auto)')
+    p.add_argument('--disp-tol', type=float, default=None, help='override the disparity tolerance')
+    p.add_argument('--pose-tol', type=float, default=None, help='override the pose tolerance')
+    p.add_argument('--threads', type=int, default=0, help='CPU threads (0 = library default)')
+    p.set_defaults(func=run)
+    return p
+
+
+def _err(msg: str) -> int:
+    print(f'depth-ego export: {msg}', file=sys.stderr)
+    return 2
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    import torch
+    from depth_ego_ros.core import checkpoints as ckpt
+    from depth_ego_ros.core import export as export_mod
+    from depth_ego_ros.core.estimator import build_networks
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    model, width, height = args.model, args.width, args.height
+    if args.checkpoint:
+        try:
+            meta = ckpt.read_encoder_meta(args.checkpoint)
+        except ckpt.CheckpointError as exc:
+            return _err(str(exc))
+        if model is None and meta['num_layers']:
+            model = f'resnet{meta["num_layers"]}'
+        width = width or meta['width']
+        height = height or meta['height']
+    else:
+        print('depth-ego export: WARNING: no --checkpoint given: exporting RANDOM weights '
+              '(pipeline tests / benchmarks only)', file=sys.stderr)
+    model, width, height = model or 'resnet18', width or 640, height or 192
+    if args.format == 'tensorrt':
+        reason = export_mod.tensorrt_unavailable_reason(None if args.device == 'auto' else args.device)
+        if reason:
+            return _err(f'skipping the TensorRT export: {reason}')
+    tol = {}
+    if args.disp_tol is not None:
+        tol['disparity'] = args.disp_tol
+    if args.pose_tol is not None:
+        tol['pose'] = args.pose_tol
+    try:
+        depth_net, pose_net, _ = build_networks(model, args.checkpoint)
+        manifest = export_mod.export_models(
+            depth_net, pose_net, args.out, args.format, width, height, model=model,
+            opset=args.opset, fp16=args.fp16, max_batch=args.max_batch,
+            checkpoint=args.checkpoint, device=args.device, tolerances=tol,
+            num_threads=args.threads)
+    except (ValueError, RuntimeError) as exc:   # CheckpointError is a ValueError
+        return _err(str(exc))
+
+    files = ', '.join(f for f in manifest['files'].values() if f)
+    print(f'exported {model} {width}x{height} {manifest["precision"]} {args.format} to '
+          f'{args.out}: {files}')
+    c = manifest['check']
+    t = c['tolerance']
+    pose = (f'pose max |err| {c["pose_max_abs"]:.3g} (tolerance {t["pose"]:.3g})'
+            if c['pose_max_abs'] is not None else 'no pose network')
+    verdict = 'PASS' if c['passed'] else 'FAIL: the exported model does NOT match torch'
+    print(f'check vs torch fp32 (batch {c["batch"]}, {c["runtime"]}): disparity max |err| '
+          f'{c["disparity_max_abs"]:.3g} (tolerance {t["disparity"]:.3g}), {pose}: {verdict}')
+    return 0 if c['passed'] else 1
