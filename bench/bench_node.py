@@ -45,7 +45,9 @@ def parse_args(argv=None):
     p.add_argument('--net', default='640x192', help='network input WxH (default 640x192)')
     p.add_argument('--camera', default='640x480', help='camera image WxH (default 640x480)')
     p.add_argument('--device', default='cpu', help='cpu | cuda | auto (default cpu)')
-    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16'])
+    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'])
+    p.add_argument('--backend', default='auto',
+                   help='estimator backend for the node and the bare run alike (default auto)')
     p.add_argument('--threads', type=int, default=1,
                    help='CPU threads of the networks, node and bare alike (0 = library default)')
     p.add_argument('--frames', type=int, default=20, help='frames for the latency phase')
@@ -71,7 +73,8 @@ def bare_estimator_ms(args, frames, K, runs):
     if args.threads:
         torch.set_num_threads(args.threads)
     est = Estimator(EstimatorConfig(width=w, height=h, device=args.device, precision=args.precision,
-                                    num_threads=args.threads))
+                                    backend=args.backend, num_threads=args.threads))
+    args.backend_used = getattr(est, 'backend_info', {}).get('backend', args.backend)
     for i in range(3):
         est.infer(frames[i % len(frames)], K)
     times = []
@@ -90,12 +93,13 @@ def run_json(cmd, env, timeout):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def phase(env, args, count, rate, listen_seconds):
+def phase(env, args, count, rate, listen_seconds, topics=OUTPUTS, wait_match=30.0):
     """Listener up, then the publisher: returns (publisher summary, listener result)."""
     cw, ch = wxh(args.camera)
     listener = subprocess.Popen(
         [sys.executable, '-m', 'depth_ego_ros.ros.testing', 'listen', '--duration', str(listen_seconds),
-         '--topics', *OUTPUTS], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         '--wait-match', str(wait_match), '--topics', *topics],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = listener.stdout.readline()            # {"listening": ...} once matched
     if 'listening' not in first:
         listener.kill()
@@ -130,12 +134,14 @@ def main(argv=None):
     nw, nh = wxh(args.net)
     frames = [generated_frame(cw, ch, i) for i in range(8)]
     K = np.array([[0.9 * cw, 0, (cw - 1) / 2], [0, 0.9 * cw, (ch - 1) / 2], [0, 0, 1.0]])
-    print(f'# depth_ego_node end to end: {cw}x{ch} rgb8 camera -> {nw}x{nh} network '
-          f'(resnet18, {args.device}, {args.precision}, threads={args.threads or "default"}), '
-          f'{platform.node()}, {os.cpu_count()} CPUs, {time.strftime("%Y-%m-%d %H:%M")}\n')
     bare_before = bare_estimator_ms(args, frames, K, max(10, args.frames))
+    print(f'# depth_ego_node end to end: {cw}x{ch} rgb8 camera -> {nw}x{nh} network '
+          f'(resnet18, {args.device}, {args.backend} = {args.backend_used}, {args.precision}, '
+          f'threads={args.threads or "default"}), {platform.node()}, {os.cpu_count()} CPUs, '
+          f'{time.strftime("%Y-%m-%d %H:%M")}\n')
     est_ms = float(np.median(bare_before))
     rows = []
+    transport_ms = {}
     tmp = Path(tempfile.mkdtemp(prefix='bench_node_'))
     for transport in [t for t in args.transports.split(',') if t]:
         domain = 201 + (os.getpid() + len(rows)) % 30          # outside the tests' 1..200
@@ -143,7 +149,14 @@ def main(argv=None):
         env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
         if transport == 'shm':
             env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(SHM_PROFILE)
+        # the camera image alone through DDS (no node): what the transport costs
+        pub0, lis0 = phase(env, args, 60, args.rate, 60 / args.rate + 4.0, topics=['image:Image'],
+                           wait_match=0.0)
+        got = dict(lis0['arrivals']['image'])
+        transport_ms[transport] = np.asarray(
+            [(got[s] - s) / 1e6 for s in pub0['stamps'][5:] if s in got])
         params = {'width': nw, 'height': nh, 'device': args.device, 'precision': args.precision,
+                  'backend': args.backend,
                   'num_threads': args.threads, 'qos.input': args.qos,
                   'camera_info.fallback_k': [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]}
         node = NodeProcess('depth_ego_ros.ros.perception_node', params, env)
@@ -182,6 +195,13 @@ def main(argv=None):
     print(f'bare Estimator.infer (depth + pose, same frames, same process count): median '
           f'{est_ms:.1f} ms (before the node runs {np.median(bare_before):.1f}, after '
           f'{np.median(bare_after):.1f})\n')
+    print(f'{cw}x{ch} rgb8 image alone, publisher process -> listener process, {args.rate:.0f} Hz '
+          '(ms, mean / p50 / max):\n')
+    print('| transport | latency ms | frames arrived |')
+    print('|---|---|---|')
+    for name, lat in transport_ms.items():
+        print(f'| {name} | {fmt(lat)} | {len(lat)} / 55 |')
+    print()
     print('| transport | image->depth ms (mean/p50/max) | image->all outputs ms (mean/p50/max) '
           '| in node: estimator / outputs / receive->publish ms (p50) '
           '| overhead vs bare: (p50 all - bare) / bare | overhead in node: (p50 all - estimator in node) / estimator in node |')

@@ -266,6 +266,19 @@ def test_cloud_reader_handles_padding_and_xyz_only():
         cv.cloud_to_xyzrgb(msg)
 
 
+def test_packed_points_become_a_cloud_with_one_copy():
+    pts = RNG.random((7, 3)).astype(np.float32)
+    cols = RNG.integers(0, 256, (7, 3), dtype=np.uint8)
+    packed = np.concatenate([pts, cv.pack_rgb(cols)[:, None]], axis=1)
+    msg = cv.packed_to_cloud(packed, Header(frame_id='cam'))
+    assert bytes(msg.data) == packed.tobytes() and msg.point_step == 16
+    p2, c2 = cv.cloud_to_xyzrgb(msg)
+    assert np.array_equal(p2, pts) and np.array_equal(c2, cols)
+    assert cv.packed_to_cloud(pts).point_step == 12
+    with pytest.raises(ValueError, match=r'\(N,3\) or \(N,4\)'):
+        cv.packed_to_cloud(np.zeros((3, 5), np.float32))
+
+
 def test_cloud_with_nan_is_not_dense():
     pts = np.array([[0, 0, 1], [np.nan, 0, 1]], np.float32)
     assert not cv.xyzrgb_to_cloud(pts, np.zeros((2, 3), np.uint8)).is_dense

@@ -32,6 +32,7 @@ NODE_PARAMS = {
     'qos.input': 'reliable', 'qos.input_depth': 5,
     'frames.base': 'base_link', 'static_transform.publish': True,
     'points.stride': STRIDE, 'diagnostics.period': 0.3, 'log_throttle': 60.0,
+    'camera_info.sync_timeout': 1.0,
 }
 OUTPUT_TOPICS = {
     'depth': (Image, 'depth'), 'depth_info': (CameraInfo, 'depth/camera_info'),
@@ -242,6 +243,21 @@ def test_generated_frames_in_every_encoding(node, encoding, pad):
     out = node.send(msg, cv.make_camera_info(K, 96, 72), header=header)
     expected = cv.image_to_rgb8(msg)            # what the camera meant (mono8: grey in 3 channels)
     check_frame_outputs(out, header, expected, K, 96, 72)
+
+
+def test_camera_info_is_paired_with_its_image_by_stamp(node):
+    """An image that arrives before its camera_info waits for it (stamps matched before)."""
+    w, h = 96, 72
+    for scale in (1.0, 1.25):
+        K = frame_k(w, h) * [[scale], [scale], [1.0]]
+        msg = cv.rgb8_to_image(generated_frame(w, h))
+        msg.header = node.next_header()
+        node.image_pub.publish(msg)                        # image first ...
+        info = cv.make_camera_info(K, w, h)
+        info.header = msg.header
+        node.info_pub.publish(info)                        # ... then its camera_info
+        out = node.outputs_for(msg.header.stamp, ('depth_info',))
+        assert np.allclose(np.asarray(out['depth_info'].k).reshape(3, 3), K)
 
 
 def test_odometry_chains_and_tf(node):

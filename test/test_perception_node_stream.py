@@ -8,7 +8,6 @@
   or queue -- the newest frame gets processed, the rest are dropped and counted, memory stays flat.
 """
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 pytest.importorskip('rclpy', reason='rclpy not installed (run `make env` or source a ROS 2 distro)')
 pytest.importorskip('torch', reason='the perception node needs torch')
 
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 from depth_ego_ros.ros import compat, conversions as cv, qos  # noqa: E402
 from depth_ego_ros.ros.testing import generated_frame  # noqa: E402

@@ -1,5 +1,5 @@
-"""Pieces of the perception node without DDS: the parameter table vs config/depth_ego.yaml, the
-point-cloud maker, the odometry chain, the base->camera transform."""
+"""Pieces of the perception node without DDS: the parameter table vs config/depth_ego.yaml and
+the estimator's defaults, the odometry chain, the base->camera transform, the RViz layout."""
 import math
 import pathlib
 
@@ -10,8 +10,8 @@ import yaml
 pytest.importorskip('rclpy', reason='rclpy not installed (run `make env` or source a ROS 2 distro)')
 pytest.importorskip('torch', reason='the perception node needs torch')
 
-from depth_ego_ros.core.geometry import axis_angle_to_matrix_np, project_np  # noqa: E402
-from depth_ego_ros.ros.outputs import CloudMaker, PoseChain  # noqa: E402
+from depth_ego_ros.core.geometry import axis_angle_to_matrix_np  # noqa: E402
+from depth_ego_ros.ros.odometry import PoseChain  # noqa: E402
 from depth_ego_ros.ros.perception_node import PARAMS, _rpy_to_matrix  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -42,6 +42,20 @@ def test_params_file_documents_every_parameter_with_its_default():
         assert lines[idx - 1].strip().startswith('#'), p.name
 
 
+def test_network_defaults_are_the_estimators():
+    """The node's estimator parameters default to EstimatorConfig's defaults (one truth)."""
+    import dataclasses
+    from depth_ego_ros.core.estimator import EstimatorConfig
+    est = {f.name: f.default for f in dataclasses.fields(EstimatorConfig)}
+    node = {p.name: p.default for p in PARAMS}
+    pairs = {'model': 'model', 'width': 'width', 'height': 'height', 'device': 'device',
+             'precision': 'precision', 'backend': 'backend', 'min_depth': 'min_depth',
+             'max_depth': 'max_depth', 'scale.mode': 'scale_mode', 'scale.factor': 'scale_factor',
+             'scale.camera_height': 'camera_height', 'num_threads': 'num_threads'}
+    for node_name, est_name in pairs.items():
+        assert node[node_name] == est[est_name], node_name
+
+
 def test_every_parameter_has_description_and_valid_default():
     for p in PARAMS:
         assert len(p.description) > 10, p.name
@@ -49,28 +63,6 @@ def test_every_parameter_has_description_and_valid_default():
         d = p.descriptor()
         if p.range is not None and isinstance(p.default, (int, float)) and not isinstance(p.default, bool):
             assert d.integer_range or d.floating_point_range, p.name
-
-
-def test_cloud_points_project_back_to_their_pixels_with_range_filter():
-    rng = np.random.default_rng(1)
-    h, w, stride = 30, 40, 3
-    depth = rng.uniform(1.0, 10.0, (h, w)).astype(np.float32)
-    depth[0, 0] = np.nan
-    depth[3, 3] = 0.0
-    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    K = np.array([[50.0, 0, 19.5], [0, 55.0, 14.5], [0, 0, 1]])
-    maker = CloudMaker()
-    pts, cols, rows, colsi = maker(depth, rgb, K, stride, min_range=2.0, max_range=8.0)
-    uv, z = project_np(pts, K)
-    assert np.allclose(uv[:, 0], colsi, atol=1e-3) and np.allclose(uv[:, 1], rows, atol=1e-3)
-    assert np.allclose(z, depth[rows, colsi], rtol=1e-6)
-    assert np.array_equal(cols, rgb[rows, colsi])
-    dist = np.linalg.norm(pts, axis=1)
-    assert dist.min() >= 2.0 and dist.max() <= 8.0
-    sub = depth[::stride, ::stride]
-    sub_pts = maker.rays(h, w, K, stride) * sub[..., None]
-    r = np.linalg.norm(sub_pts, axis=2)
-    assert len(pts) == int(np.count_nonzero(np.isfinite(r) & (sub > 0) & (r >= 2) & (r <= 8)))
 
 
 def _T(aa, t):

@@ -12,8 +12,8 @@ Camera
     :func:`camera_info_to_k`, :func:`make_camera_info`, :func:`camera_info_with_header`.
 Point clouds
     :func:`xyzrgb_to_cloud` / :func:`cloud_to_xyzrgb`: x, y, z float32 + ``rgb`` as a float32 whose
-    bits are 0x00RRGGBB (the PCL / RViz / depth_image_proc convention). Vectorised numpy; uses
-    sensor_msgs_py when importable.
+    bits are 0x00RRGGBB (the PCL / RViz / depth_image_proc convention); :func:`packed_to_cloud`
+    for points already packed that way. Vectorised numpy; uses sensor_msgs_py when importable.
 Poses
     :func:`pose_to_transform`, :func:`pose_to_odometry`, :func:`transform_to_matrix`,
     :func:`odometry_to_matrix`; quaternions in ROS order (x, y, z, w).
@@ -191,12 +191,19 @@ def to_rgb8(image: np.ndarray, encoding: str) -> np.ndarray:
     return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)  # mono8
 
 
+def require_color_encoding(encoding: str):
+    """ValueError unless ``encoding`` is a camera colour/grey encoding (rgb8, bgr8, rgba8, bgra8,
+    mono8): 'unsupported image encoding' for unknown ones, 'not a camera colour image' for depth
+    encodings."""
+    if encoding not in COLOR_ENCODINGS:
+        _encoding_info(encoding)  # unknown encodings get the 'unsupported' message
+        raise ValueError(f"image encoding '{encoding}' is not a camera colour image "
+                         f"(need one of {', '.join(COLOR_ENCODINGS)})")
+
+
 def image_to_rgb8(msg: Image, use_cv_bridge: bool | None = None) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H,W,3) uint8 RGB."""
-    if msg.encoding not in COLOR_ENCODINGS:
-        _encoding_info(msg.encoding)  # unknown encodings get the 'unsupported' message
-        raise ValueError(f"image encoding '{msg.encoding}' is not a camera colour image "
-                         f"(need one of {', '.join(COLOR_ENCODINGS)})")
+    require_color_encoding(msg.encoding)
     return to_rgb8(image_to_numpy(msg, use_cv_bridge), msg.encoding)
 
 
@@ -358,22 +365,15 @@ def unpack_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=1).astype(np.uint8)
 
 
-def xyzrgb_to_cloud(points: np.ndarray, colors: np.ndarray | None = None,
-                    header: Header | None = None) -> PointCloud2:
-    """points (N,3) (+ colors (N,3) uint8 RGB) -> unorganised PointCloud2 (height 1, width N)
-    with float32 fields x, y, z[, rgb]; ``is_dense`` is True when every coordinate is finite."""
-    p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
-    if colors is not None:
-        c = np.asarray(colors)
-        if c.shape != (p.shape[0], 3):
-            raise ValueError(f'colors must be (N,3) = ({p.shape[0]}, 3), got {c.shape}')
-        data = np.empty((p.shape[0], 4), np.float32)
-        data[:, :3] = p
-        data[:, 3] = pack_rgb(c)
-        fields = XYZRGB_FIELDS
-    else:
-        data = np.ascontiguousarray(p)
-        fields = XYZ_FIELDS
+def packed_to_cloud(packed: np.ndarray, header: Header | None = None) -> PointCloud2:
+    """float32 (N,4) rows x, y, z, rgb (rgb = float32 whose bits are 0x00RRGGBB, as
+    :func:`pack_rgb` and ``Estimator.point_cloud`` make them) or (N,3) rows x, y, z ->
+    unorganised PointCloud2 (height 1, width N) with one copy; ``is_dense`` is True when every
+    coordinate is finite."""
+    data = np.ascontiguousarray(packed, dtype=np.float32)
+    if data.ndim != 2 or data.shape[1] not in (3, 4):
+        raise ValueError(f'packed points must be (N,3) or (N,4) float32, got {data.shape}')
+    fields = XYZRGB_FIELDS if data.shape[1] == 4 else XYZ_FIELDS
     header = header if header is not None else Header()
     if compat.point_cloud2 is not None:
         msg = compat.point_cloud2.create_cloud(header, fields, data)
@@ -386,8 +386,24 @@ def xyzrgb_to_cloud(points: np.ndarray, colors: np.ndarray | None = None,
         msg.point_step = int(data.shape[1] * 4)
         msg.row_step = int(msg.point_step * data.shape[0])
         msg.data = _as_byte_array(data)
-    msg.is_dense = bool(np.isfinite(p).all())
+    msg.is_dense = bool(np.isfinite(data[:, :3]).all())
     return msg
+
+
+def xyzrgb_to_cloud(points: np.ndarray, colors: np.ndarray | None = None,
+                    header: Header | None = None) -> PointCloud2:
+    """points (N,3) (+ colors (N,3) uint8 RGB) -> unorganised PointCloud2 (height 1, width N)
+    with float32 fields x, y, z[, rgb]; ``is_dense`` is True when every coordinate is finite."""
+    p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    if colors is None:
+        return packed_to_cloud(p, header)
+    c = np.asarray(colors)
+    if c.shape != (p.shape[0], 3):
+        raise ValueError(f'colors must be (N,3) = ({p.shape[0]}, 3), got {c.shape}')
+    data = np.empty((p.shape[0], 4), np.float32)
+    data[:, :3] = p
+    data[:, 3] = pack_rgb(c)
+    return packed_to_cloud(data, header)
 
 
 def cloud_to_structured(msg: PointCloud2) -> np.ndarray:

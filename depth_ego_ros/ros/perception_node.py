@@ -68,9 +68,13 @@ PARAMS = [
     Param('device', 'auto', 'compute device: auto (CUDA when available), cpu, cuda, cuda:N',
           choices=('auto', 'cpu', 'cuda'), pattern_ok=_is_cuda_n, pattern_help='or cuda:N',
           read_only=True),
-    Param('precision', 'fp32', 'network precision (fp16 needs CUDA)', choices=('fp32', 'fp16'),
-          read_only=True),
-    Param('backend', 'torch', 'inference backend', choices=('torch', 'onnxruntime'), read_only=True),
+    Param('precision', 'fp32', 'network precision (fp16 needs CUDA; bf16 on CUDA or CPUs with '
+          'bf16 units)', choices=('fp32', 'fp16', 'bf16'), read_only=True),
+    Param('backend', 'auto', 'inference backend: auto = ONNX Runtime on the CPU, torch on CUDA, '
+          'the exported format\'s runtime with exported_model; tensorrt needs exported_model',
+          choices=('auto', 'torch', 'torchscript', 'onnxruntime', 'tensorrt'), read_only=True),
+    Param('exported_model', '', 'directory written by `depth-ego export` (ONNX / TorchScript / '
+          'TensorRT) to run instead of checkpoint; empty = none', read_only=True),
     Param('num_threads', 0, 'CPU threads for the networks (0 = library default)', range=(0, 256),
           read_only=True),
     Param('min_depth', 0.1, 'smallest depth the network can output (network units)',
@@ -102,6 +106,9 @@ PARAMS = [
     Param('camera_info.fallback_k', [0.0, 0.0, 0.0, 0.0], 'intrinsics [fx, fy, cx, cy] in pixels '
           'of the incoming images, used while no valid camera_info is available; zeros = none '
           '(frames wait for camera_info)', length=4),
+    Param('camera_info.sync_timeout', 0.1, 'seconds a frame waits for the camera_info with its '
+          'own stamp (once camera_info and image stamps have matched, or while no camera_info '
+          'and no fallback exist); otherwise the newest camera_info is used', range=(0.0, 5.0)),
     # -- frames ----------------------------------------------------------------------------------
     Param('frames.odom', 'odom', 'fixed frame of the odometry', read_only=True),
     Param('frames.base', '', 'robot body frame: odometry and TF go odom -> base (using the static '
@@ -171,16 +178,17 @@ class PerceptionNode(Node):
 
         # -- estimator (heavy imports here so that `--help`-like paths stay light) --------------
         from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, colorize_disparity
-        from depth_ego_ros.ros.outputs import CloudMaker, PoseChain
+        from depth_ego_ros.ros.odometry import PoseChain
         self._colorize = colorize_disparity
+        extra = {'exported_model_dir': p['exported_model']} if p['exported_model'] else {}
         config = EstimatorConfig(
             model=p['model'], width=p['width'], height=p['height'], device=p['device'],
             precision=p['precision'], backend=p['backend'], min_depth=p['min_depth'],
             max_depth=p['max_depth'], scale_mode=p['scale.mode'], scale_factor=p['scale.factor'],
-            camera_height=p['scale.camera_height'], num_threads=p['num_threads'])
+            camera_height=p['scale.camera_height'], num_threads=p['num_threads'], **extra)
         self.estimator = Estimator(config, p['checkpoint'] or None)
         self.device = str(getattr(self.estimator, 'device', p['device']))
-        self._cloud = CloudMaker()
+        self.backend = getattr(self.estimator, 'backend_info', {}).get('backend', p['backend'])
         self._T_base_cam = (_rpy_to_matrix(p['static_transform.xyz'], p['static_transform.rpy'])
                             if p['frames.base'] else np.eye(4))
         self.chain = PoseChain(self._T_base_cam, p['odom.translation_noise'],
@@ -190,7 +198,10 @@ class PerceptionNode(Node):
         self.counts = collections.Counter()             # bad inputs, published outputs, frames
         self._throttle = KeyedThrottle(p['log_throttle'])
         self._slot = LatestSlot()
-        self._camera_info = None                        # (msg, K or None, error or None)
+        self._camera_info = None                        # newest (msg, K or None, error or None)
+        self._infos = collections.OrderedDict()         # stamp ns -> entry, the last few
+        self._info_cond = threading.Condition()
+        self._info_paired = False                       # camera_info stamps match image stamps
         self._speed = None
         self._in_rate, self._out_rate = RateMeter(), RateMeter()
         self._latency, self._stamp_latency, self._net_ms = Stats(), Stats(), Stats()
@@ -206,16 +217,17 @@ class PerceptionNode(Node):
         in_qos = qos.profile(p['qos.input'], p['qos.input_depth'])
         out_qos = qos.profile(p['qos.output'], p['qos.output_depth'])
         # camera_info first: when both are ready the executor serves it before the image
-        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
+        self.sub_info = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
+                                                 in_qos)
         if p['image_transport'] == 'compressed':
-            self.image_topic = 'image/compressed'
-            self.create_subscription(CompressedImage, self.image_topic, self._on_image, in_qos)
+            self.sub_image = self.create_subscription(CompressedImage, 'image/compressed',
+                                                      self._on_image, in_qos)
         else:
-            self.image_topic = 'image'
-            self.create_subscription(Image, self.image_topic, self._on_image, in_qos)
+            self.sub_image = self.create_subscription(Image, 'image', self._on_image, in_qos)
         if p['scale.mode'] == 'speed':
             msg_type = Odometry if p['scale.speed_type'] == 'odometry' else TwistStamped
-            self.create_subscription(msg_type, p['scale.speed_topic'], self._on_speed, in_qos)
+            self.sub_speed = self.create_subscription(msg_type, p['scale.speed_topic'],
+                                                      self._on_speed, in_qos)
         self.pub_depth = self.create_publisher(Image, 'depth', out_qos)
         self.pub_depth_info = self.create_publisher(CameraInfo, 'depth/camera_info', out_qos)
         self.pub_colored = self.create_publisher(Image, 'depth/colored', out_qos)
@@ -228,25 +240,31 @@ class PerceptionNode(Node):
         self._worker = threading.Thread(target=self._work, name='depth_ego_worker', daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f'ready: {p["model"]} {p["width"]}x{p["height"]} on {self.device} ({p["backend"]}, '
-            f'{p["precision"]}), input {self.resolve_topic_name(self.image_topic)} '
+            f'ready: {p["model"]} {p["width"]}x{p["height"]} on {self.device} ({self.backend}, '
+            f'{p["precision"]}), input {self.sub_image.topic_name} '
             f'[{p["qos.input"]}], checkpoint {p["checkpoint"] or "NONE (random weights)"}')
 
     # ------------------------------------------------------------------------------------------
     # callbacks: cheap, never block
     # ------------------------------------------------------------------------------------------
     def _on_image(self, msg):
+        now = time.monotonic()
         self._in_rate.tick()
-        self._last_input = time.monotonic()
-        self._slot.put((msg, time.monotonic()))
+        self._last_input = now
+        self._slot.put((msg, now))
 
     def _on_camera_info(self, msg: CameraInfo):
         try:
-            self._camera_info = (msg, conv.camera_info_to_k(msg), None)
+            entry = (msg, conv.camera_info_to_k(msg), None)
         except ValueError as exc:
-            self._camera_info = (msg, None, str(exc))
-            self._bad('bad_camera_info', f'camera_info on {self.resolve_topic_name("camera_info")} '
-                      f'ignored: {exc}')
+            entry = (msg, None, str(exc))
+            self._bad('bad_camera_info', f'camera_info on {self.sub_info.topic_name} ignored: {exc}')
+        with self._info_cond:
+            self._camera_info = entry
+            self._infos[conv.stamp_to_ns(msg.header.stamp)] = entry
+            while len(self._infos) > 30:
+                self._infos.popitem(last=False)
+            self._info_cond.notify_all()
 
     def _on_speed(self, msg):
         v = msg.twist.twist.linear if isinstance(msg, Odometry) else msg.twist.linear
@@ -254,7 +272,7 @@ class PerceptionNode(Node):
         if math.isfinite(speed):
             self._speed = speed
         else:
-            self._bad('bad_speed', f'non-finite speed on {self.p["scale.speed_topic"]} ignored')
+            self._bad('bad_speed', f'non-finite speed on {self.sub_speed.topic_name} ignored')
 
     def _apply_params(self, changes: dict):
         p = dict(self.p)
@@ -292,36 +310,61 @@ class PerceptionNode(Node):
             except Exception as exc:  # the worker never dies: count, log, go on
                 self._bad('processing_error', f'{type(exc).__name__}: {exc}', level='error')
 
-    def _decode(self, msg) -> np.ndarray | None:
+    def _decode(self, msg):
+        """-> (uint8 image, its encoding) or (None, None) after counting the problem. Raw images
+        stay in their encoding (the estimator converts to RGB on its device)."""
         try:
             if isinstance(msg, CompressedImage):
-                return conv.compressed_to_rgb8(msg)
-            return conv.image_to_rgb8(msg)
+                return conv.compressed_to_rgb8(msg), 'rgb8'
+            conv.require_color_encoding(msg.encoding)
+            return conv.image_to_numpy(msg), msg.encoding
         except ValueError as exc:
             if isinstance(msg, CompressedImage):
                 kind = 'corrupt_compressed'
             else:
                 kind = 'malformed_image' if msg.encoding in conv.COLOR_ENCODINGS else 'unsupported_encoding'
             self._bad(kind, f'frame dropped: {exc}')
-            return None
+            return None, None
 
-    def _intrinsics(self, width: int, height: int):
+    def _fallback_k(self):
+        fx, fy, cx, cy = self.p['camera_info.fallback_k']
+        if fx > 0 and fy > 0 and all(math.isfinite(v) for v in (fx, fy, cx, cy)):
+            return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        return None
+
+    def _camera_info_for(self, stamp_ns: int):
+        """The camera_info with the image's stamp when there is one (waiting up to
+        camera_info.sync_timeout where it is expected), else the newest."""
+        with self._info_cond:
+            expect = self._info_paired or (self._camera_info is None and self._fallback_k() is None)
+            if expect:
+                self._info_cond.wait_for(lambda: stamp_ns in self._infos,
+                                         self.p['camera_info.sync_timeout'])
+            entry = self._infos.get(stamp_ns)
+            if entry is not None:
+                self._info_paired = True
+                return entry
+            return self._camera_info
+
+    def _intrinsics(self, width: int, height: int, stamp_ns: int):
         """-> (K, camera_info to republish or None) for an image of this size, or (None, None)
         after saying what is missing."""
-        info = self._camera_info
+        info = self._camera_info_for(stamp_ns)
         if info is not None and info[1] is not None:
             msg, K = info[0], info[1]
-            if (msg.width, msg.height) in ((width, height), (0, 0)):
+            if (msg.width, msg.height) == (width, height):
                 return K, msg
+            if msg.width == 0 or msg.height == 0:       # size not filled in: K is for these images
+                return K, None
             from depth_ego_ros.core.geometry import intrinsics_for_resize
             self._bad('camera_info_size_mismatch',
                       f'camera_info is for {msg.width}x{msg.height} but images are '
                       f'{width}x{height}: scaling its K to the image size')
             return intrinsics_for_resize(K, (msg.width, msg.height), (width, height)), None
-        fx, fy, cx, cy = self.p['camera_info.fallback_k']
-        if fx > 0 and fy > 0 and all(math.isfinite(v) for v in (fx, fy, cx, cy)):
-            return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), None
-        topic = self.resolve_topic_name('camera_info')
+        fallback = self._fallback_k()
+        if fallback is not None:
+            return fallback, None
+        topic = self.sub_info.topic_name
         if info is None:
             self._bad('missing_camera_info',
                       f'frame skipped: no camera_info received on {topic} yet and parameter '
@@ -352,15 +395,15 @@ class PerceptionNode(Node):
 
     def _process(self, msg, t_recv: float):
         t0 = time.perf_counter()
-        rgb = self._decode(msg)
-        if rgb is None:
+        image, encoding = self._decode(msg)
+        if image is None:
             return
         self._decode_ms.add((time.perf_counter() - t0) * 1e3)
-        height, width = rgb.shape[:2]
-        K, info_msg = self._intrinsics(width, height)
+        height, width = image.shape[:2]
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        K, info_msg = self._intrinsics(width, height, stamp_ns)
         if K is None:
             return
-        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         if self._last_size is not None and (width, height) != self._last_size:
             self._reset_trajectory('size_change', f'image size changed from '
                                    f'{self._last_size[0]}x{self._last_size[1]} to {width}x{height}')
@@ -380,14 +423,15 @@ class PerceptionNode(Node):
 
         try:
             if want_pose:
-                out = self.estimator.infer(rgb, K, stamp=stamp_ns * 1e-9, speed=self._speed)
+                out = self.estimator.infer(image, K, stamp=stamp_ns * 1e-9, speed=self._speed,
+                                           encoding=encoding)
                 depth, rel = out.depth, out.relative_pose
                 self._net_ms.add(out.timings.get('total', float('nan')))
             else:
                 if self._pose_active:
                     self.estimator.reset()
                 t0 = time.perf_counter()
-                depth, rel = self.estimator.depth_only(rgb, K), None
+                depth, rel = self.estimator.depth_only(image, K, encoding=encoding), None
                 self._net_ms.add((time.perf_counter() - t0) * 1e3)
         except ValueError as exc:                # e.g. intrinsics the estimator refuses
             self._bad('bad_intrinsics', f'frame dropped: {exc}')
@@ -399,7 +443,7 @@ class PerceptionNode(Node):
         frame = self.p['frames.camera'] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
         header = Header(stamp=msg.header.stamp, frame_id=frame)
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-        self._publish_images(want, header, depth, rgb, K, info_msg)
+        self._publish_images(want, header, depth, K, info_msg)
         if want_pose:
             self.chain.update(rel, dt)
             self._publish_odometry(want, header)
@@ -410,7 +454,7 @@ class PerceptionNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         self._stamp_latency.add((now_ns - stamp_ns) * 1e-6)
 
-    def _publish_images(self, want, header, depth, rgb, K, info_msg):
+    def _publish_images(self, want, header, depth, K, info_msg):
         p = self.p
         if want['depth']:
             self.pub_depth.publish(conv.numpy_to_image(depth, '32FC1', header))
@@ -422,11 +466,11 @@ class PerceptionNode(Node):
             colored = self._colorize(depth, p['colored.percentile'])
             self.pub_colored.publish(conv.numpy_to_image(colored, 'rgb8', header))
             self.counts['published_colored'] += 1
-        if want['points']:
-            max_range = p['points.max_range'] or np.inf
-            pts, cols, _, _ = self._cloud(depth, rgb, K, p['points.stride'], p['points.min_range'],
-                                          max_range)
-            self.pub_points.publish(conv.xyzrgb_to_cloud(pts, cols, header))
+        if want['points']:                          # back-projected on the estimator's device
+            packed = self.estimator.point_cloud(stride=p['points.stride'],
+                                                min_range=p['points.min_range'],
+                                                max_range=p['points.max_range'] or math.inf)
+            self.pub_points.publish(conv.packed_to_cloud(packed, header))
             self.counts['published_points'] += 1
 
     def _publish_odometry(self, want, header):
@@ -464,9 +508,8 @@ class PerceptionNode(Node):
             'network_ms_p50': net['p50'], 'decode_ms_p50': self._decode_ms.summary()['p50'],
             'outputs_ms_p50': self._outputs_ms.summary()['p50'],
             'trajectory_resets': c['trajectory_resets'],
-            'device': self.device, 'backend': p['backend'], 'model': p['model'],
-            'network_input': f'{p["width"]}x{p["height"]}', 'image_topic':
-                self.resolve_topic_name(self.image_topic),
+            'device': self.device, 'backend': self.backend, 'model': p['model'],
+            'network_input': f'{p["width"]}x{p["height"]}', 'image_topic': self.sub_image.topic_name,
         }
         values.update({f'bad_input.{k}': c[k] for k in BAD_INPUTS})
         values.update({f'published.{k}': c[f'published_{k}'] for k in OUTPUTS})

@@ -241,7 +241,6 @@ def generated_frame(width: int, height: int, index: int = 0):
 def _publish_main(args) -> int:
     import json
 
-    import numpy as np
     from sensor_msgs.msg import CompressedImage, Image
 
     from depth_ego_ros.ros import conversions as conv

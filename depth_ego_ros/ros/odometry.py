@@ -1,46 +1,12 @@
-"""What the perception node makes from an estimator result before it becomes a message: the
-coloured point cloud and the odometry chain (the colour-mapped depth is the estimator's
-``colorize_disparity``). numpy only (plus the project's geometry helpers); message packing lives
-in conversions.py."""
+"""The perception node's odometry: relative camera motions chained into the pose, twist and
+covariances of the odometry child frame. numpy only (plus the project's geometry helpers); the
+message packing lives in conversions.py, the point cloud and the colour-mapped depth come from the
+estimator (``Estimator.point_cloud``, ``colorize_disparity``)."""
 from __future__ import annotations
 
 import numpy as np
 
-from depth_ego_ros.core.geometry import backproject_np, invert_pose, matrix_to_axis_angle_np, \
-    scale_intrinsics
-
-
-class CloudMaker:
-    """Depth (H,W) + RGB (H,W,3) + K -> coloured points in the optical frame, every ``stride``-th
-    pixel in both directions, keeping points whose distance from the camera is within
-    [min_range, max_range]. Pixel rays are cached per (size, K, stride)."""
-
-    def __init__(self):
-        self._key = None
-        self._rays = None
-
-    def rays(self, height: int, width: int, K: np.ndarray, stride: int) -> np.ndarray:
-        key = (height, width, stride, tuple(np.asarray(K, np.float64)[:3, :3].ravel()))
-        if key != self._key:
-            hs, ws = len(range(0, height, stride)), len(range(0, width, stride))
-            # pixel (i*stride, j*stride) of the image = pixel (i, j) of a camera with K / stride
-            Ks = scale_intrinsics(np.asarray(K, np.float64)[:3, :3], 1.0 / stride, 1.0 / stride)
-            self._rays = backproject_np(np.ones((hs, ws)), Ks).astype(np.float32)
-            self._key = key
-        return self._rays
-
-    def __call__(self, depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, stride: int = 1,
-                 min_range: float = 0.0, max_range: float = np.inf):
-        """Returns (points (N,3) float32, colors (N,3) uint8, pixel_rows (N,), pixel_cols (N,))."""
-        h, w = depth.shape
-        rays = self.rays(h, w, K, stride)
-        d = depth[::stride, ::stride]
-        pts = rays * d[..., None]
-        with np.errstate(invalid='ignore'):
-            rng = np.linalg.norm(pts, axis=2)
-            keep = np.isfinite(rng) & (d > 0) & (rng >= min_range) & (rng <= max_range)
-        rows, cols = np.nonzero(keep)
-        return pts[keep], rgb[::stride, ::stride][keep], rows * stride, cols * stride
+from depth_ego_ros.core.geometry import invert_pose, matrix_to_axis_angle_np
 
 
 class PoseChain:
