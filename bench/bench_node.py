@@ -192,7 +192,7 @@ def main(argv=None):
     est_all = np.concatenate([bare_before, bare_after])
     est_ms = float(np.median(est_all))
 
-    print(f'bare Estimator.infer (depth + pose, same frames, same process count): median '
+    print(f'bare Estimator.infer (depth + pose, same frames, run alone): median '
           f'{est_ms:.1f} ms (before the node runs {np.median(bare_before):.1f}, after '
           f'{np.median(bare_after):.1f})\n')
     print(f'{cw}x{ch} rgb8 image alone, publisher process -> listener process, {args.rate:.0f} Hz '

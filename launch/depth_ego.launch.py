@@ -61,18 +61,22 @@ def _setup(context):
         remappings=[('image', image), ('image/compressed', image + '/compressed'),
                     ('camera_info', arg['camera_info_topic'])]))
 
+    actions.append(GroupAction(group))
+
     if arg['record'].lower() in ('true', '1', 'yes'):
         record = os.path.join(share, 'launch', 'record.launch.py')
         if os.path.isfile(record):
-            group.append(IncludeLaunchDescription(
-                PythonLaunchDescriptionSource(record),
-                launch_arguments={'camera_namespace': arg['camera_namespace'],
-                                  'camera_topic': image, 'image_topic': image,
-                                  'camera_info_topic': arg['camera_info_topic'],
-                                  'use_sim_time': arg['use_sim_time']}.items()))
+            # its own scope: our params_file argument must not become the recorder's
+            recorder_args = {'camera_namespace': arg['camera_namespace'], 'image_topic': image,
+                             'camera_info_topic': arg['camera_info_topic'],
+                             'use_sim_time': arg['use_sim_time']}
+            recorder_params = os.path.join(share, 'config', 'recorder.yaml')
+            if os.path.isfile(recorder_params):
+                recorder_args['params_file'] = recorder_params
+            actions.append(GroupAction([IncludeLaunchDescription(
+                PythonLaunchDescriptionSource(record), launch_arguments=recorder_args.items())]))
         else:
             actions.append(LogInfo(msg=f'record:=true but {record} is not installed: not recording'))
-    actions.append(GroupAction(group))
     actions.append(Node(
         package='rviz2', executable='rviz2', name='rviz2', output='log',
         arguments=['-d', os.path.join(share, 'rviz', 'depth_ego.rviz')],
