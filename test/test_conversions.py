@@ -128,12 +128,16 @@ def test_numpy_to_image_checks_dtype_and_shape():
 
 @pytest.mark.skipif(compat.cv_bridge is None, reason='cv_bridge not installed (ROS distro only)')
 @pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'mono8', '32FC1', '16UC1'])
-def test_cv_bridge_path_matches_own_path(encoding):
+@pytest.mark.parametrize('pad_pixels', [0, 2, 0.5])
+@pytest.mark.parametrize('bigendian', [False, True])
+def test_cv_bridge_path_matches_own_path(encoding, pad_pixels, bigendian):
     dtype, channels = cv.IMAGE_ENCODINGS[encoding]
     shape = (4, 6) if channels == 1 else (4, 6, channels)
-    msg = padded_msg((RNG.random(shape) * 200).astype(dtype), encoding, 4)
-    assert np.array_equal(cv.image_to_numpy(msg, use_cv_bridge=True),
-                          cv.image_to_numpy(msg, use_cv_bridge=False))
+    pad = int(pad_pixels * channels * np.dtype(dtype).itemsize)
+    a = (RNG.random(shape) * 200).astype(dtype)
+    msg = padded_msg(a, encoding, pad, bigendian=bigendian)
+    assert np.array_equal(cv.image_to_numpy(msg, use_cv_bridge=True), a)
+    assert np.array_equal(cv.image_to_numpy(msg, use_cv_bridge=False), a)
     msg.data = bytes(msg.data)[:-1]
     with pytest.raises(ValueError, match='truncated'):
         cv.image_to_numpy(msg, use_cv_bridge=True)

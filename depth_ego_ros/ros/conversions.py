@@ -6,7 +6,9 @@ Images
     HxWx3 uint8 RGB frame the estimator takes. :func:`compressed_to_rgb8` /
     :func:`rgb8_to_compressed` for sensor_msgs/CompressedImage (jpeg, png).
     cv_bridge (resp. cv2) is used when importable -- a ROS distro -- after the same validation, so
-    both paths accept and reject the same messages; otherwise the project's own numpy code runs.
+    both paths accept and reject the same messages (and messages cv_bridge would misread -- rows
+    padded by part of a pixel, foreign byte order -- take the project's own path); otherwise the
+    project's own numpy code runs.
     Every malformed message raises ``ValueError`` with a message saying what is wrong.
 Camera
     :func:`camera_info_to_k`, :func:`make_camera_info`, :func:`camera_info_with_header`.
@@ -118,7 +120,12 @@ def image_to_numpy(msg: Image, use_cv_bridge: bool | None = None) -> np.ndarray:
     """
     dtype, channels = validate_image(msg)
     bridge = _bridge() if use_cv_bridge in (None, True) else None
-    if bridge is not None:
+    pixel = channels * np.dtype(dtype).itemsize
+    # cv_bridge's Python conversion takes the row length as step // pixel size and byte-swaps
+    # with a numpy-1 API: rows padded by a fraction of a pixel and foreign byte order take the
+    # project's own path, so both give the same result for every message.
+    if bridge is not None and int(msg.step) % pixel == 0 and (
+            np.dtype(dtype).itemsize == 1 or bool(msg.is_bigendian) == _NATIVE_BIG):
         try:
             out = bridge.imgmsg_to_cv2(msg, desired_encoding='passthrough')
         except Exception as exc:  # CvBridgeError and cv2 errors -> the module's error type
