@@ -35,18 +35,21 @@ def shared_data():
     return SHARED_DATA
 
 
-@pytest.fixture
-def ros_env(tmp_path, monkeypatch):
+def isolated_ros_environment(log_dir):
+    """Set an isolated ROS graph in os.environ (own domain id, localhost discovery, logs in
+    ``log_dir``). Returns ``(monkeypatch, env)``: call ``monkeypatch.undo()`` when done; ``env`` is
+    the dict to pass to subprocesses. Module-scoped fixtures (one node process serving many tests)
+    call this directly; single tests use the ``ros_env`` fixture."""
     pytest.importorskip('rclpy', reason='rclpy not installed (run `make env` or source a ROS 2 distro)')
-    values = {
-        'ROS_DOMAIN_ID': str(next_domain_id()),
-        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-        'ROS_LOG_DIR': str(tmp_path / 'ros_log'),
-        'RCUTILS_LOGGING_BUFFERED_STREAM': '0',
-        'PYTHONUNBUFFERED': '1',
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH', '')]))
-    return env
+    from depth_ego_ros.ros.testing import isolated_ros_env, python_path_env
+    mp = pytest.MonkeyPatch()
+    for key, value in isolated_ros_env(next_domain_id(), log_dir).items():
+        mp.setenv(key, value)
+    return mp, python_path_env(os.environ, REPO)
+
+
+@pytest.fixture
+def ros_env(tmp_path):
+    mp, env = isolated_ros_environment(tmp_path / 'ros_log')
+    yield env
+    mp.undo()

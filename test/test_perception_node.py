@@ -22,7 +22,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from depth_ego_ros.ros import compat, conversions as cv, qos  # noqa: E402
 from depth_ego_ros.ros.testing import (NodeProcess, Probe, diagnostic_values,  # noqa: E402
-                                       generated_frame, isolated_ros_env, python_path_env)
+                                       generated_frame)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FRAME = 'camera_rgb_optical_frame'
@@ -44,14 +44,9 @@ TIMEOUT = 60.0   # generous: 2 shared cores
 
 
 def module_ros_env(tmp_path_factory):
-    """Module-scoped twin of conftest's ros_env (one node process serves many tests): same keys,
-    same domain-id allocator."""
-    from conftest import next_domain_id
-    values = isolated_ros_env(next_domain_id(), tmp_path_factory.mktemp('ros_log'))
-    mp = pytest.MonkeyPatch()
-    for key, value in values.items():
-        mp.setenv(key, value)
-    return mp, python_path_env(os.environ, REPO)
+    """Module-scoped isolated ROS graph: one node process serves many tests."""
+    from conftest import isolated_ros_environment
+    return isolated_ros_environment(tmp_path_factory.mktemp('ros_log'))
 
 
 class _LaunchedElsewhere:
