@@ -186,6 +186,7 @@ def test_backend_auto_on_cpu(checkpoint, reference, tmp_path):
     assert EstimatorConfig().backend == 'auto'
     assert est.config.backend == 'onnxruntime' and est.backend_info['requested'] == 'auto'
     assert est.backend_info['providers'] == ['CPUExecutionProvider']
+    assert torch.get_num_threads() == 1          # torch only pre/post-processes next to ORT
     frames, K = _images(2), default_intrinsics(90, 50)
     _assert_same(_run_sequence(reference, frames, K), _run_sequence(est, frames, K))
     # torch-only options make auto choose torch; an explicit torch still works

@@ -251,6 +251,8 @@ class TorchRunner:
         self.device = torch.device(device)
         self.precision = precision
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if self.device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True      # fixed shapes: pick the fastest kernels
         nets = []
         for net in (depth_net, pose_net):
             if net is not None:
@@ -444,7 +446,8 @@ class OrtRunner:
 
     def _run(self, sess, name: str, x: torch.Tensor, out_shapes: list[tuple]):
         import numpy as np
-        x = x.to(self._io_device, torch.float32).contiguous()
+        target = self.device if self._io_device == 'cuda' else torch.device('cpu')
+        x = x.to(target, torch.float32).contiguous()
         dev_id = (x.device.index or 0) if x.device.type == 'cuda' else 0
         binding = sess.io_binding()
         binding.bind_input(name, self._io_device, dev_id, np.float32, tuple(x.shape), x.data_ptr())

@@ -93,8 +93,11 @@ class EstimatorConfig:
         (ground plane fitted in the lower image part lies ``camera_height`` metres below the
         camera) | 'speed' (|translation| = speed * dt, speed and stamp given to ``infer``).
     num_threads: CPU threads for torch (process-wide) and ONNX Runtime (intra-op);
-        0 = library default.
-    channels_last: torch backend: channels_last memory format; None = on for CUDA, off on CPU.
+        0 = library default. With backend onnxruntime on the CPU torch is set to 1 thread
+        (process-wide; it only pre/post-processes there) and num_threads goes to ORT.
+    channels_last: torch backend: channels_last memory format; None = on (measured faster on the
+        development CPU; the usual layout for fp16 convolutions on CUDA, unmeasured here).
+        An explicit True makes backend 'auto' pick torch on the CPU.
     scale_smoothing: weight of the previous scale in the running (log-domain) average used by
         'camera_height' and 'speed' (0 = use each frame's estimate as is).
     cache_dir: where the onnxruntime backend keeps the models it exports at start (default
@@ -447,11 +450,11 @@ class Estimator:
         if config.cuda_graphs and self.device.type != 'cuda':
             log.warning('cuda_graphs is ignored on %s', self.device)
             config.cuda_graphs = False
-        if config.channels_last is None:
-            config.channels_last = self.device.type == 'cuda'
         torch_only = (requested_backend == 'auto' and manifest is None and
                       (config.compile or config.cuda_graphs or config.precision == 'bf16' or
-                       (config.channels_last and self.device.type != 'cuda')))
+                       (config.channels_last is True and self.device.type != 'cuda')))
+        if config.channels_last is None:    # measured faster on this CPU too (docs/inference.md)
+            config.channels_last = True
         backend, why = resolve_backend(requested_backend, self.device,
                                        manifest['format'] if manifest else None, torch_only)
         if manifest is not None:
@@ -467,7 +470,14 @@ class Estimator:
         config.backend = backend
         self.config = config
         self.dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(config.precision, torch.float32)
-        if config.num_threads > 0:
+        if backend == 'onnxruntime' and self.device.type == 'cpu':
+            # torch only runs the small pre/post-processing ops here (~1 ms at 640x480); with
+            # more threads its OpenMP pool busy-waits next to ONNX Runtime's threads and made
+            # both ~1.5x slower on 2 shared cores (docs/inference.md). num_threads -> ORT only.
+            if torch.get_num_threads() != 1:
+                log.info('backend onnxruntime on the CPU: torch set to 1 thread (process-wide)')
+            torch.set_num_threads(1)
+        elif config.num_threads > 0:
             torch.set_num_threads(int(config.num_threads))
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
