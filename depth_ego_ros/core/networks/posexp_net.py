@@ -28,7 +28,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from ..geometry import pose_vec_to_mat
 
