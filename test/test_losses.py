@@ -259,3 +259,20 @@ def test_loss_config_validation():
         LossConfig(min_depth=10, max_depth=1)
     with pytest.raises(ValueError, match='smoothness_weight'):
         LossConfig(smoothness_weight=-1)
+
+
+def test_nan_pose_gives_invalid_samples_not_a_crash():
+    """A diverged pose (NaN) must not crash grid_sample's backward (torch CPU segfaults on NaN
+    sampling positions with border padding): the samples are invalid, the warped image finite, and
+    the backward pass returns (the trainer skips steps whose loss is not finite)."""
+    torch.manual_seed(0)
+    src = torch.rand(1, 3, 12, 16)
+    depth = torch.full((1, 1, 12, 16), 5.0, requires_grad=True)
+    K = torch.tensor([[[10.0, 0, 7.5], [0, 10.0, 5.5], [0, 0, 1]]])
+    T = torch.eye(4).unsqueeze(0).clone()
+    T[0, 0, 3] = float('nan')
+    warped, valid = warp_image(src, depth, K, T)
+    assert not valid.any()
+    assert torch.isfinite(warped).all()
+    warped.sum().backward()
+    assert depth.grad is not None and depth.grad.shape == depth.shape

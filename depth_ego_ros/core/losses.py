@@ -101,6 +101,10 @@ def warp_image(source: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, T_src
     points = backproject(depth, K)                                         # [B,3,H,W]
     uv, z = project(points, K if K_source is None else K_source, T_src_tgt)  # [B,2,H,W], [B,1,H,W]
     grid = pixels_to_grid(uv, H, W, align_corners=False)
+    # A diverged pose or depth gives NaN/inf sampling positions; torch's CPU grid_sample backward
+    # with border padding crashes the process on NaN. Clamp far outside [-1, 1] instead: the
+    # sample is then out of the image (invalid below) and the loss stays finite.
+    grid = torch.nan_to_num(grid, nan=-2.0, posinf=2.0, neginf=-2.0).clamp(-2.0, 2.0)
     warped = F.grid_sample(source, grid.to(source.dtype), mode='bilinear', padding_mode=padding_mode,
                            align_corners=False)
     u, v = uv[:, 0:1], uv[:, 1:2]
