@@ -31,9 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, default_intrinsics  # noqa: E402
 
-BACKENDS = {
-    'eager': dict(backend='torch'),
-    'channels_last': dict(backend='torch', channels_last=True),
+BACKENDS = {   # 'eager' = the networks exactly as built (the Estimator's torch defaults now
+    # fold BatchNorm and use channels_last: see bench/bench_inference.py for those variants)
+    'eager': dict(backend='torch', optimize=False, channels_last=False),
+    'channels_last': dict(backend='torch', optimize=False, channels_last=True),
     'onnxruntime': dict(backend='onnxruntime'),
 }
 

@@ -156,7 +156,10 @@ def bench_bare(device, args, tmp):
         try:
             est = build(device, name, kw, args, tmp)
             r = est.runner
-            set_threads(r.name, device, args)
+            # the bare runs keep torch at its default threads for every variant (ORT's runner
+            # runs no torch ops; toggling the OpenMP thread count between runs slowed torch
+            # down badly here); the Estimator's own setting applies in the camera section
+            torch.set_num_threads(args.threads or _DEFAULT_THREADS)
             with torch.inference_mode():
                 for _ in range(max(1, args.warmup)):
                     r.depth(x)
@@ -169,7 +172,6 @@ def bench_bare(device, args, tmp):
     with torch.inference_mode():
         for _ in range(args.runs):
             for n, (r, _) in runners.items():
-                set_threads(r.name, device, args)   # as the Estimator sets them for this backend
                 sync(device)
                 t0 = time.perf_counter()
                 r.depth(x)
@@ -242,7 +244,7 @@ def machine_line():
         pass
     gpu = f'GPU: {torch.cuda.get_device_name(0)}' if torch.cuda.is_available() else 'no GPU'
     line = (f'# CPU: {cpu}, {os.cpu_count()} cores visible, torch threads {_DEFAULT_THREADS} '
-            f'(1 next to ONNX Runtime, as the Estimator sets it); '
+            f'(Estimator with ONNX Runtime: 1); '
             f'{gpu}; torch {torch.__version__}')
     if onnxruntime_available():
         import onnxruntime

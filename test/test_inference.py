@@ -188,6 +188,16 @@ def test_backend_auto_on_cpu(checkpoint, reference, tmp_path):
     assert est.backend_info['providers'] == ['CPUExecutionProvider']
     assert torch.get_num_threads() == 1          # torch only pre/post-processes next to ORT
     frames, K = _images(2), default_intrinsics(90, 50)
+    seen = []
+
+    def worker():                                # OpenMP thread counts are per thread
+        torch.set_num_threads(2)
+        est.depth_only(frames[0], K)
+        seen.append(torch.get_num_threads())
+    t = __import__('threading').Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [1]
     _assert_same(_run_sequence(reference, frames, K), _run_sequence(est, frames, K))
     # torch-only options make auto choose torch; an explicit torch still works
     assert Estimator(_cfg(channels_last=True), checkpoint).config.backend == 'torch'

@@ -54,7 +54,8 @@ from .networks.resnet_encoder import ResnetEncoder, parse_num_layers
 
 __all__ = ['EstimatorConfig', 'Estimator', 'EstimatorOutput', 'Frame', 'DepthNet', 'PoseNet',
            'build_networks', 'fit_ground_plane', 'colorize_disparity', 'default_intrinsics',
-           'split_cloud', 'export_onnx', 'default_cache_dir', 'MONODEPTH2_KITTI_K']
+           'split_cloud', 'export_onnx', 'default_cache_dir', 'MONODEPTH2_KITTI_K', 'ENCODINGS',
+           'ONNX_OPSET']
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,9 @@ class EstimatorConfig:
         (ground plane fitted in the lower image part lies ``camera_height`` metres below the
         camera) | 'speed' (|translation| = speed * dt, speed and stamp given to ``infer``).
     num_threads: CPU threads for torch (process-wide) and ONNX Runtime (intra-op);
-        0 = library default. With backend onnxruntime on the CPU torch is set to 1 thread
-        (process-wide; it only pre/post-processes there) and num_threads goes to ORT.
+        0 = library default. With backend onnxruntime on the CPU torch runs at 1 thread (it
+        only pre/post-processes there) and num_threads goes to ORT. Applied at construction and
+        on the thread that calls infer/infer_batch/depth_only.
     channels_last: torch backend: channels_last memory format; None = on (measured faster on the
         development CPU; the usual layout for fp16 convolutions on CUDA, unmeasured here).
         An explicit True makes backend 'auto' pick torch on the CPU.
@@ -470,15 +472,16 @@ class Estimator:
         config.backend = backend
         self.config = config
         self.dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(config.precision, torch.float32)
+        # torch's intra-op threads, applied on the thread that runs inference (OpenMP keeps the
+        # count per thread: a worker thread does not see a later change made by another one).
+        self._torch_threads = int(config.num_threads) if config.num_threads > 0 else None
         if backend == 'onnxruntime' and self.device.type == 'cpu':
             # torch only runs the small pre/post-processing ops here (~1 ms at 640x480); with
             # more threads its OpenMP pool busy-waits next to ONNX Runtime's threads and made
             # both ~1.5x slower on 2 shared cores (docs/inference.md). num_threads -> ORT only.
-            if torch.get_num_threads() != 1:
-                log.info('backend onnxruntime on the CPU: torch set to 1 thread (process-wide)')
-            torch.set_num_threads(1)
-        elif config.num_threads > 0:
-            torch.set_num_threads(int(config.num_threads))
+            self._torch_threads = 1
+            log.info('backend onnxruntime on the CPU: torch runs at 1 thread')
+        self._apply_threads()
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_meta = {}
@@ -624,6 +627,10 @@ class Estimator:
             raise ValueError(where + str(exc)) from exc
 
     # -- stages --------------------------------------------------------------------------
+    def _apply_threads(self):
+        if self._torch_threads is not None and torch.get_num_threads() != self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
+
     def _sync(self):
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
@@ -716,6 +723,7 @@ class Estimator:
             return []
         cfg = self.config
         n = len(frames)
+        self._apply_threads()
         with torch.inference_mode():
             t0 = time.perf_counter()
             x, rgbs = self._upload(frames)
