@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     'play': 'play',
     'bag-repair': 'bag_repair',
     'synth': 'synth',
+    'train': 'train',
+    'demo': 'demo',
 }
 
 

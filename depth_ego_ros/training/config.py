@@ -1,0 +1,287 @@
+"""Training configuration: one dataclass, validated, written beside every checkpoint.
+
+:class:`TrainConfig` groups everything a run depends on (data, networks, optimisation, loss,
+output). ``validate()`` checks every field and raises :class:`TrainConfigError` (a ``ValueError``)
+listing *all* problems at once, so a bad command line is fixed in one go. ``to_dict`` /
+``from_dict`` / ``save`` / ``load`` round-trip it through JSON (``train_config.json``) or YAML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ['TrainConfig', 'TrainConfigError', 'CONFIG_FILE']
+
+CONFIG_FILE = 'train_config.json'
+_MODELS = ('resnet18', 'resnet50')
+_POSE_INITS = ('auto', 'zero', 'forward')
+
+
+class TrainConfigError(ValueError):
+    """The training configuration is unusable; the message lists every problem."""
+
+
+@dataclass
+class TrainConfig:
+    """A training run (defaults: monodepth2's KITTI recipe at 640x192, plus the velocity loss).
+
+    data
+      bags: rosbag2 directories (recorder or ``depth-ego synth`` bags); at least one.
+      image_topic / camera_info_topic / odom_topic: as :class:`~depth_ego_ros.data.dataset.
+        DatasetConfig` (None = auto-detect; odom_topic '' = no odometry).
+      val_fraction: share of sequences held out for validation (one bag: its tail); 0 = none.
+      augment: monodepth2's colour jitter + horizontal flip on the training split.
+      frame_offsets: source frames relative to the target (default t-1, t+1).
+    networks
+      model: 'resnet18' | 'resnet50'; width, height: network resolution (multiples of 32).
+      init: monodepth2-layout checkpoint directory to start from (None = random weights).
+      init_depth: from scratch only: metres the depth decoder outputs at the start (the
+        disparity convolutions' bias is set so). 'auto' = 10 m when the bags have odometry
+        (metric training: monodepth2's default start, sigmoid 0.5 = 0.2 m with min/max depth
+        0.1/100, would put every warp with metric motion outside the image), else 'off';
+        'off' = the default initialisation.
+      pose_init: from scratch only: 'forward' = the pose decoder starts predicting a forward
+        step of the median odometry distance between frames (needs odometry), 'zero' = the
+        default initialisation, 'auto' = forward when the bags have odometry.
+      translation_scale: training-time reparametrisation of the pose decoder's translation
+        outputs (see :mod:`depth_ego_ros.training.model`; checkpoints are unaffected). 'auto' =
+        the median odometry step / 0.05 (clipped to 1..100) with odometry, else 1 (monodepth2).
+      odometry_warp_steps: curriculum: during the first N optimiser steps the photometric warps
+        take the translation *length* from odometry (the pose network decides direction and
+        rotation; the velocity loss keeps training its length). Needs odometry; 0 = off
+        (monodepth2 + PackNet-SfM as published), -1 = for the whole run.
+      min_depth, max_depth: disparity -> depth bounds (must match the node's parameters).
+    optimisation
+      epochs, batch_size, lr (Adam), lr_step (epochs between multiplications of the learning
+      rate by lr_gamma: monodepth2's step schedule), weight_decay.
+      max_steps: stop after this many optimiser steps in total (0 = no limit).
+      time_budget: stop after this many seconds of training (0 = no limit); the current epoch
+        is cut short and saved.
+      amp: mixed precision (float16 autocast + GradScaler) on CUDA; ignored on the CPU.
+      device: 'auto' | 'cpu' | 'cuda' | 'cuda:N' (under torchrun each rank takes its LOCAL_RANK).
+      num_workers: DataLoader workers (0 = in the main process; the frames are in memory).
+      num_threads: torch CPU threads (0 = library default).
+      seed: random seed (initialisation, shuffling, augmentation).
+    loss
+      smoothness_weight, velocity_weight (PackNet-SfM, used when odometry is present), automask,
+      scales (disparity scales used by the loss, subset of 0..3).
+    output
+      out: directory for weights_N/ checkpoints, the ``latest`` link, train_config.json and the
+        TensorBoard logs (out/tensorboard).
+      log_every: steps between TensorBoard scalar points; image_every: epochs between sample
+        depth images (0 = never); tensorboard: write TensorBoard logs; progress: tqdm bar.
+      save_every: epochs between checkpoints (the last epoch is always saved).
+      keep_checkpoints: how many weights_N directories to keep (0 = all). The optimiser state
+        (adam.pth, twice the size of the networks) is kept in the newest checkpoint only.
+    """
+    bags: list = field(default_factory=list)
+    out: str = ''
+    # data
+    image_topic: str | None = None
+    camera_info_topic: str | None = None
+    odom_topic: str | None = None
+    val_fraction: float = 0.1
+    augment: bool = True
+    frame_offsets: tuple = (-1, 1)
+    # networks
+    model: str = 'resnet18'
+    width: int = 640
+    height: int = 192
+    init: str | None = None
+    init_depth: float | str = 'auto'
+    pose_init: str = 'auto'
+    translation_scale: float | str = 'auto'
+    odometry_warp_steps: int = 0
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 12
+    lr: float = 1e-4
+    lr_step: int = 15
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    max_steps: int = 0
+    time_budget: float = 0.0
+    amp: bool = True
+    device: str = 'auto'
+    num_workers: int = 0
+    num_threads: int = 0
+    seed: int = 0
+    # loss
+    smoothness_weight: float = 1e-3
+    velocity_weight: float = 0.1
+    automask: bool = True
+    scales: tuple = (0, 1, 2, 3)
+    # output
+    log_every: int = 10
+    image_every: int = 1
+    save_every: int = 1
+    keep_checkpoints: int = 0
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self) -> 'TrainConfig':
+        """Check every field; raise TrainConfigError listing all problems. Returns self."""
+        errs = []
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if isinstance(self.bags, (str, os.PathLike)):
+            self.bags = [self.bags]
+        self.bags = [str(b) for b in (self.bags or [])]
+        if not self.bags:
+            errs.append('bags: give at least one bag directory (--bags)')
+        for b in self.bags:
+            if not Path(b).exists():
+                errs.append(f'bags: {b} does not exist')
+        if not self.out:
+            errs.append('out: give an output directory (--out)')
+        elif Path(self.out).exists() and not Path(self.out).is_dir():
+            errs.append(f'out: {self.out} exists and is not a directory')
+        if self.model not in _MODELS:
+            errs.append(f"model must be one of {', '.join(_MODELS)} (got {self.model!r})")
+        for name in ('width', 'height'):
+            v = getattr(self, name)
+            if not is_int(v) or v < 64 or v % 32:
+                errs.append(f'{name} must be a multiple of 32 and at least 64 (the encoder '
+                            f'downsamples by 32 and the decoder pads by 1), got {v!r}')
+        if self.init is not None:
+            d = Path(self.init)
+            if not d.is_dir():
+                errs.append(f'init: checkpoint directory {self.init} not found')
+            elif not (d / 'encoder.pth').is_file() or not (d / 'depth.pth').is_file():
+                errs.append(f'init: {self.init} is not a monodepth2-layout checkpoint '
+                            '(encoder.pth and depth.pth needed)')
+        if isinstance(self.init_depth, str) and self.init_depth not in ('auto', 'off'):
+            try:
+                self.init_depth = float(self.init_depth)
+            except ValueError:
+                pass
+        if self.init_depth not in ('auto', 'off') and not (
+                is_num(self.init_depth) and is_num(self.min_depth) and is_num(self.max_depth)
+                and self.min_depth < self.init_depth < self.max_depth):
+            errs.append(f"init_depth must be 'auto', 'off' or metres inside (min_depth, max_depth) = "
+                        f'({self.min_depth}, {self.max_depth}), got {self.init_depth!r}')
+        if isinstance(self.translation_scale, str) and self.translation_scale != 'auto':
+            try:
+                self.translation_scale = float(self.translation_scale)
+            except ValueError:
+                pass
+        if self.translation_scale != 'auto' and not (is_num(self.translation_scale)
+                                                     and 0 < self.translation_scale <= 1e4):
+            errs.append(f"translation_scale must be 'auto' or a number in (0, 1e4], "
+                        f'got {self.translation_scale!r}')
+        if not is_int(self.odometry_warp_steps) or self.odometry_warp_steps < -1:
+            errs.append(f'odometry_warp_steps must be an integer >= -1, got {self.odometry_warp_steps!r}')
+        if self.pose_init not in _POSE_INITS:
+            errs.append(f"pose_init must be one of {', '.join(_POSE_INITS)} (got {self.pose_init!r})")
+        if not (is_num(self.min_depth) and is_num(self.max_depth) and 0 < self.min_depth < self.max_depth):
+            errs.append(f'need 0 < min_depth < max_depth, got {self.min_depth!r}, {self.max_depth!r}')
+        for name, lo in (('epochs', 1), ('batch_size', 1), ('lr_step', 1), ('log_every', 1),
+                         ('save_every', 1)):
+            v = getattr(self, name)
+            if not is_int(v) or v < lo:
+                errs.append(f'{name} must be an integer >= {lo}, got {v!r}')
+        for name in ('max_steps', 'num_workers', 'num_threads', 'image_every', 'seed',
+                     'keep_checkpoints'):
+            v = getattr(self, name)
+            if not is_int(v) or v < 0:
+                errs.append(f'{name} must be an integer >= 0, got {v!r}')
+        if not (is_num(self.lr) and 0 < self.lr < 1):
+            errs.append(f'lr must be in (0, 1), got {self.lr!r}')
+        if not (is_num(self.lr_gamma) and 0 < self.lr_gamma <= 1):
+            errs.append(f'lr_gamma must be in (0, 1], got {self.lr_gamma!r}')
+        for name in ('weight_decay', 'time_budget', 'smoothness_weight', 'velocity_weight'):
+            v = getattr(self, name)
+            if not (is_num(v) and v >= 0):
+                errs.append(f'{name} must be a finite number >= 0, got {v!r}')
+        if not (is_num(self.val_fraction) and 0 <= self.val_fraction < 1):
+            errs.append(f'val_fraction must be in [0, 1), got {self.val_fraction!r}')
+        dev = self.device
+        if not isinstance(dev, str) or not (dev in ('auto', 'cpu', 'cuda') or
+                                            (dev.startswith('cuda:') and dev[5:].isdigit())):
+            errs.append(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+        try:
+            offs = tuple(int(o) for o in self.frame_offsets)
+            if not offs or 0 in offs or len(set(offs)) != len(offs):
+                raise ValueError
+            self.frame_offsets = offs
+        except (TypeError, ValueError):
+            errs.append(f'frame_offsets must be distinct non-zero integers, got {self.frame_offsets!r}')
+        try:
+            scales = tuple(sorted(int(s) for s in self.scales))
+            if not scales or any(s not in (0, 1, 2, 3) for s in scales) or len(set(scales)) != len(scales):
+                raise ValueError
+            if scales[0] != 0:
+                raise ValueError
+            self.scales = scales
+        except (TypeError, ValueError):
+            errs.append(f'scales must be distinct values of 0..3 including 0, got {self.scales!r}')
+        for name in ('augment', 'amp', 'automask', 'tensorboard', 'progress'):
+            if not isinstance(getattr(self, name), bool):
+                errs.append(f'{name} must be true or false, got {getattr(self, name)!r}')
+        if errs:
+            raise TrainConfigError('invalid training configuration:\n  - ' + '\n  - '.join(errs))
+        return self
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d['frame_offsets'] = list(self.frame_offsets)
+        d['scales'] = list(self.scales)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> 'TrainConfig':
+        """Build from a dict (e.g. a saved train_config.json); unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise TrainConfigError(f'a training configuration must be a mapping, got {type(data).__name__}')
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TrainConfigError(f'unknown training configuration keys: {", ".join(unknown)} '
+                                   f'(known: {", ".join(sorted(names))})')
+        d = dict(data)
+        for k in ('frame_offsets', 'scales'):
+            if k in d and isinstance(d[k], list):
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def save(self, path) -> Path:
+        """Write as JSON (or YAML when the name ends in .yaml/.yml)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+        if path.suffix in ('.yaml', '.yml'):
+            import yaml
+            tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + '\n')
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> 'TrainConfig':
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise TrainConfigError(f'cannot read training configuration {path}: {exc}') from exc
+        try:
+            if path.suffix in ('.yaml', '.yml'):
+                import yaml
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - json/yaml errors
+            raise TrainConfigError(f'{path}: not valid {path.suffix[1:] or "json"}: {exc}') from exc
+        return cls.from_dict(data)

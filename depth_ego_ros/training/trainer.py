@@ -1,0 +1,571 @@
+"""Self-supervised training of depth + ego-motion on bags (monodepth2 recipe + velocity loss).
+
+``Trainer(config).fit()`` trains :class:`~depth_ego_ros.training.model.SfMModel` on
+:class:`~depth_ego_ros.data.dataset.BagTripletDataset` with
+:class:`~depth_ego_ros.core.losses.SelfSupervisedLoss` (photometric min-reprojection with
+auto-masking, edge-aware smoothness, and PackNet-SfM's velocity loss when the bags have odometry,
+which makes depth metric). Adam with a step schedule; float16 autocast + GradScaler on CUDA.
+
+Output directory::
+
+    out/train_config.json        the TrainConfig of the run
+    out/weights_N/               after epoch N (0-based), monodepth2 layout: encoder.pth,
+                                 depth.pth, pose_encoder.pth, pose.pth -- a checkpoint for the
+                                 perception node, `depth-ego evaluate` and monodepth2's tools
+    out/weights_N/adam.pth       optimiser, schedule, scaler and progress (for --resume)
+    out/weights_N/train_config.json
+    out/latest -> weights_N      symlink to the newest checkpoint
+    out/history.jsonl            one JSON line per epoch (losses, time, steps)
+    out/tensorboard/             scalars every log_every steps, validation losses and sample
+                                 depth images per epoch
+
+Distributed: under ``torchrun --nproc_per_node N`` the same command runs one process per
+GPU (NCCL) or per CPU slot (gloo): DistributedDataParallel, DistributedSampler, only rank 0
+writes. ``batch_size`` is per process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core import checkpoints as ckpt
+from ..core.losses import LossConfig, SelfSupervisedLoss, velocity_loss
+from .config import CONFIG_FILE, TrainConfig, TrainConfigError
+from .distributed import DistContext, setup_distributed
+from .model import SfMModel, build_model, init_depth_output, init_pose_forward
+
+__all__ = ['Trainer', 'TrainingError', 'STATE_FILE', 'LATEST', 'find_checkpoint',
+           'checkpoint_dir_name']
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = 'adam.pth'          # monodepth2 keeps its optimiser state under this name
+LATEST = 'latest'
+HISTORY_FILE = 'history.jsonl'
+DEFAULT_INIT_DEPTH = 10.0        # metres, init_depth 'auto' with odometry
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue (bad data, unusable checkpoint, nothing to resume)."""
+
+
+def checkpoint_dir_name(epoch: int) -> str:
+    return f'weights_{epoch}'
+
+
+def find_checkpoint(path) -> Path:
+    """A checkpoint directory from ``path``: itself when it holds encoder.pth, else its
+    ``latest`` link, else its newest weights_N."""
+    p = Path(path)
+    if (p / ckpt.ENCODER_FILE).is_file():
+        return p
+    if (p / LATEST / ckpt.ENCODER_FILE).is_file():
+        return (p / LATEST).resolve()
+    numbered = sorted((int(d.name.split('_', 1)[1]), d) for d in p.glob('weights_*')
+                      if d.is_dir() and d.name.split('_', 1)[1].isdigit()
+                      and (d / ckpt.ENCODER_FILE).is_file())
+    if numbered:
+        return numbered[-1][1]
+    raise TrainingError(f'no checkpoint in {p} (no encoder.pth, no {LATEST} link, no weights_N)')
+
+
+def _seed_everything(seed: int):
+    import random
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+class Trainer:
+    """One training run. ``Trainer(config, resume=None)``; ``fit()`` -> summary dict.
+
+    resume: None (fresh run, from scratch or ``config.init``), or a checkpoint directory / the
+    run's output directory (its ``latest``) whose networks, optimiser state and progress
+    continue: training goes on with the epoch after the saved one.
+    """
+
+    def __init__(self, config: TrainConfig, resume: str | os.PathLike | None = None,
+                 log_fn=None):
+        self.config = cfg = config.validate()
+        if resume is not None and cfg.init is not None:
+            raise TrainConfigError('give either init (start from a checkpoint) or resume '
+                                   '(continue a run), not both')
+        self.ctx: DistContext = setup_distributed(cfg.device)
+        self._log_fn = log_fn
+        self.out = Path(cfg.out)
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        _seed_everything(cfg.seed + self.ctx.rank)
+        self.resume_dir = None
+        if resume is not None:
+            try:
+                self.resume_dir = find_checkpoint(resume)
+            except TrainingError:
+                raise
+        self._build_data()
+        self._build_model()
+        self._build_optimiser()
+        self.writer = None
+        self.history: list[dict] = []
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def log(self, text: str):
+        if not self.ctx.is_main:
+            return
+        if self._log_fn is not None:
+            self._log_fn(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def amp(self) -> bool:
+        return self.config.amp and self.device.type == 'cuda'
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _build_data(self):
+        from ..data.dataset import BagDatasetError, BagTripletDataset, DatasetConfig
+        cfg = self.config
+        dcfg = DatasetConfig(width=cfg.width, height=cfg.height, image_topic=cfg.image_topic,
+                             camera_info_topic=cfg.camera_info_topic, odom_topic=cfg.odom_topic,
+                             frame_offsets=cfg.frame_offsets, augment=cfg.augment,
+                             val_fraction=cfg.val_fraction)
+        try:
+            self.train_set = BagTripletDataset(cfg.bags, dcfg, split='train' if cfg.val_fraction > 0 else 'all')
+            self.val_set = (BagTripletDataset(cfg.bags, dcfg, split='val')
+                            if cfg.val_fraction > 0 else None)
+        except BagDatasetError as exc:
+            raise TrainingError(f'training data: {exc}') from exc
+        self.has_odometry = self.train_set.has_odometry
+        sampler = None
+        g = torch.Generator()
+        g.manual_seed(cfg.seed)
+        if self.ctx.distributed:
+            sampler = torch.utils.data.distributed.DistributedSampler(
+                self.train_set, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+                shuffle=True, seed=cfg.seed, drop_last=False)
+        n_per_rank = math.ceil(len(self.train_set) / self.ctx.world_size)
+        drop_last = n_per_rank >= cfg.batch_size
+        pin = self.device.type == 'cuda'
+        self.train_loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+            num_workers=cfg.num_workers, drop_last=drop_last, pin_memory=pin, generator=g,
+            persistent_workers=cfg.num_workers > 0)
+        self.train_sampler = sampler
+        self.val_loader = None
+        if self.val_set is not None:
+            vs = None
+            if self.ctx.distributed:
+                vs = torch.utils.data.distributed.DistributedSampler(
+                    self.val_set, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=False)
+            self.val_loader = torch.utils.data.DataLoader(
+                self.val_set, batch_size=cfg.batch_size, shuffle=False, sampler=vs,
+                num_workers=0, pin_memory=pin)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise TrainingError('no training batch: the training split is empty')
+
+    def _median_step(self) -> float | None:
+        """Median odometry distance between consecutive kept frames of the training split."""
+        steps = []
+        for s in self.train_set.sequences:
+            d = np.abs(np.diff(s.distance))
+            steps.extend(d[np.isfinite(d)].tolist())
+        if not steps:
+            return None
+        return float(np.median(steps))
+
+    def _build_model(self):
+        cfg = self.config
+        source = self.resume_dir if self.resume_dir is not None else cfg.init
+        try:
+            model, info = build_model(cfg.model, source, cfg.scales, seed=cfg.seed)
+        except ckpt.CheckpointError as exc:
+            raise TrainingError(f'cannot start from checkpoint {source}: {exc}') from exc
+        self.init_notes = []
+        if cfg.odometry_warp_steps and not self.has_odometry:
+            raise TrainConfigError('odometry_warp_steps needs odometry in the bags (none found)')
+        c = cfg.translation_scale
+        if self.resume_dir is not None:
+            c = self._saved_state_value('translation_scale', c)
+        if c == 'auto':
+            step = self._median_step()
+            c = float(np.clip(step / 0.05, 1.0, 100.0)) if step else 1.0
+        model.set_translation_scale(float(c))
+        if c != 1.0:
+            self.init_notes.append(f'pose translation scale {float(c):.3g}')
+        if source is None:
+            init_depth = cfg.init_depth
+            if init_depth == 'auto':
+                init_depth = DEFAULT_INIT_DEPTH if self.has_odometry else 'off'
+            if init_depth != 'off':
+                init_depth_output(model, float(init_depth), cfg.min_depth, cfg.max_depth)
+                self.init_notes.append(f'depth output initialised at {float(init_depth):g} m')
+            pose_init = cfg.pose_init
+            if pose_init == 'auto':
+                pose_init = 'forward' if self.has_odometry else 'zero'
+            if pose_init == 'forward':
+                step = self._median_step()
+                if step is None:
+                    raise TrainConfigError("pose_init 'forward' needs odometry in the bags "
+                                           "(none found); use 'zero' or 'auto'")
+                init_pose_forward(model, step * max(1, min(abs(o) for o in cfg.frame_offsets)))
+                self.init_notes.append(f'pose output initialised at a {step:.3g} m forward step')
+        elif info['meta'].get('width') and (info['meta']['width'], info['meta']['height']) != \
+                (cfg.width, cfg.height):
+            self.init_notes.append(f"checkpoint was trained at {info['meta']['width']}x"
+                                   f"{info['meta']['height']}; training at {cfg.width}x{cfg.height}")
+        self.model: SfMModel = model.to(self.device)
+        self.ddp_model = self.model
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            # the disparity convolutions of scales the loss does not use get no gradient
+            self.ddp_model = DDP(self.model,
+                                 device_ids=[self.device.index] if self.device.type == 'cuda' else None,
+                                 find_unused_parameters=len(cfg.scales) < 4)
+        self.use_velocity = self.has_odometry and cfg.velocity_weight > 0
+        self.loss_fn = SelfSupervisedLoss(LossConfig(
+            smoothness_weight=cfg.smoothness_weight,
+            velocity_weight=cfg.velocity_weight if self.use_velocity else 0.0,
+            automask=cfg.automask, min_depth=cfg.min_depth, max_depth=cfg.max_depth))
+
+    def _saved_state_value(self, key, default):
+        path = self.resume_dir / STATE_FILE
+        if not path.is_file():
+            return default
+        try:
+            return torch.load(path, map_location='cpu', weights_only=True).get(key, default)
+        except Exception:  # noqa: BLE001 - reported properly by _load_state
+            return default
+
+    def _build_optimiser(self):
+        cfg = self.config
+        self.optimizer = torch.optim.Adam(self.model.trainable_parameters(), lr=cfg.lr,
+                                          weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
+        self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
+        self.epoch = 0          # next epoch to run
+        self.step = 0           # optimiser steps done
+        if self.resume_dir is not None:
+            self._load_state(self.resume_dir)
+
+    def _load_state(self, directory: Path):
+        path = directory / STATE_FILE
+        if not path.is_file():
+            raise TrainingError(f'cannot resume from {directory}: no {STATE_FILE} (optimiser state); '
+                                'to start from its weights with a fresh optimiser use --init')
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+            self.optimizer.load_state_dict(state['optimizer'])
+            self.scheduler.load_state_dict(state['scheduler'])
+            if state.get('scaler') and self.amp:
+                self.scaler.load_state_dict(state['scaler'])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise TrainingError(f'cannot resume from {path}: {exc}') from exc
+        saved = state.get('config') or {}
+        for key in ('model', 'width', 'height', 'min_depth', 'max_depth'):
+            if key in saved and saved[key] != getattr(self.config, key):
+                raise TrainConfigError(f'cannot resume: the run was trained with {key}='
+                                       f'{saved[key]!r}, this configuration says '
+                                       f'{getattr(self.config, key)!r}')
+        self.epoch = int(state['epoch']) + 1
+        self.step = int(state['step'])
+        for g in self.optimizer.param_groups:     # the schedule decides the learning rate
+            g.setdefault('initial_lr', self.config.lr)
+        self.resumed_from = {'directory': str(directory), 'epoch': int(state['epoch']),
+                             'step': self.step}
+
+    # -- one step --------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict, train: bool = True):
+        """Forward both networks on a batch (already on the device) -> LossOutput, translations."""
+        cfg = self.config
+        net = self.ddp_model if train else self.model
+        img_in = batch['image_aug'] if train else batch['image']
+        src_in = batch['sources_aug'] if train else batch['sources']
+        lengths = batch['distance'] if self.odometry_warp_active else None
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            disps, poses, trans = net(img_in, src_in, cfg.frame_offsets, lengths)
+        disps = [d.float() for d in disps]
+        if lengths is None:
+            out = self.loss_fn(batch['image'], batch['sources'], disps, poses.float(), batch['K'],
+                               distances=batch['distance'] if self.use_velocity else None)
+        else:
+            # the warps use odometry lengths: the velocity term must see the predicted ones
+            out = self.loss_fn(batch['image'], batch['sources'], disps, poses.float(), batch['K'])
+            v = velocity_loss(trans.float(), batch['distance'].to(trans))
+            out.total = out.total + cfg.velocity_weight * v
+            out.terms['velocity'] = v.detach()
+            out.terms['total'] = out.total.detach()
+        return out, trans
+
+    @property
+    def odometry_warp_active(self) -> bool:
+        n = self.config.odometry_warp_steps
+        return self.has_odometry and (n == -1 or self.step < n)
+
+    def _stats(self, out, trans, batch) -> dict:
+        s = {k: float(v) for k, v in out.terms.items()}
+        s['translation_norm'] = float(trans.detach().norm(dim=-1).mean())
+        d = batch['distance']
+        if torch.isfinite(d).any():
+            s['odometry_distance'] = float(d[torch.isfinite(d)].mean())
+        if out.depth is not None:
+            s['depth_median'] = float(out.depth.median())
+        return s
+
+    # -- validation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict | None:
+        """Mean loss terms on the held-out split (no augmentation), averaged over all ranks."""
+        if self.val_loader is None:
+            return None
+        self.model.eval()
+        keys = ('total', 'photometric', 'smoothness', 'velocity', 'translation_norm')
+        sums = torch.zeros(len(keys) + 1, dtype=torch.float64)
+        for batch in self.val_loader:
+            batch = _to(batch, self.device)
+            out, trans = self.compute_loss(batch, train=False)
+            st = self._stats(out, trans, batch)
+            n = batch['image'].shape[0]
+            for i, k in enumerate(keys):
+                sums[i] += st.get(k, 0.0) * n
+            sums[-1] += n
+        self.model.train()
+        sums = self.ctx.all_reduce_sum(sums)
+        n = max(float(sums[-1]), 1.0)
+        res = {k: float(sums[i]) / n for i, k in enumerate(keys)}
+        if not self.use_velocity:
+            res.pop('velocity')
+        return res
+
+    @torch.no_grad()
+    def sample_images(self, n: int = 4):
+        """(N,3,2H,W) float images: RGB above the colour-mapped predicted depth, from the
+        held-out split (else the training split)."""
+        from ..core.estimator import colorize_disparity
+        from ..core.networks.depth_decoder import disp_to_depth
+        data = self.val_set if self.val_set is not None else self.train_set
+        idx = np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(int)
+        imgs = torch.stack([data[int(i)]['image'] for i in idx]).to(self.device)
+        self.model.eval()
+        disp = self.model.depth(self.model.encoder(imgs))[0].float()
+        self.model.train()
+        _, depth = disp_to_depth(disp, self.config.min_depth, self.config.max_depth)
+        rows = []
+        for k in range(imgs.shape[0]):
+            col = colorize_disparity(depth[k, 0].cpu().numpy())
+            col = torch.from_numpy(col).permute(2, 0, 1).float() / 255.0
+            rows.append(torch.cat([imgs[k].cpu(), col], 1))
+        return torch.stack(rows)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save_checkpoint(self, epoch: int, complete: bool = True) -> Path | None:
+        """Write out/weights_<epoch>/ (monodepth2 layout + adam.pth + train_config.json) and
+        point out/latest at it. Rank 0 only; returns the directory (None on other ranks)."""
+        if not self.ctx.is_main:
+            return None
+        cfg = self.config
+        d = self.out / checkpoint_dir_name(epoch)
+        self.model.save(d, height=cfg.height, width=cfg.width)
+        state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                 'scaler': self.scaler.state_dict() if self.amp else {},
+                 'epoch': int(epoch), 'step': int(self.step), 'epoch_complete': bool(complete),
+                 'translation_scale': float(self.model.translation_scale),
+                 'config': cfg.to_dict()}
+        tmp = d / f'.{STATE_FILE}.{os.getpid()}.tmp'
+        torch.save(state, tmp)
+        os.replace(tmp, d / STATE_FILE)
+        cfg.save(d / CONFIG_FILE)
+        link = self.out / LATEST
+        tmp_link = self.out / f'.{LATEST}.{os.getpid()}.tmp'
+        if tmp_link.is_symlink() or tmp_link.exists():
+            tmp_link.unlink()
+        os.symlink(d.name, tmp_link)
+        os.replace(tmp_link, link)
+        self._prune(d)
+        return d
+
+    def _prune(self, newest: Path):
+        """Optimiser state only in the newest checkpoint; at most keep_checkpoints weights_N."""
+        import shutil
+        dirs = sorted((int(p.name.split('_', 1)[1]), p) for p in self.out.glob('weights_*')
+                      if p.is_dir() and p.name.split('_', 1)[1].isdigit())
+        for _, p in dirs:
+            if p != newest and (p / STATE_FILE).is_file():
+                (p / STATE_FILE).unlink()
+        keep = self.config.keep_checkpoints
+        if keep:
+            for _, p in dirs[:-keep]:
+                if p != newest:
+                    shutil.rmtree(p, ignore_errors=True)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _open_writer(self):
+        if not (self.ctx.is_main and self.config.tensorboard):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:   # tensorboard not installed
+            self.log(f'TensorBoard logging off: {exc}')
+            return None
+        return SummaryWriter(str(self.out / 'tensorboard'), purge_step=self.step or None)
+
+    def fit(self) -> dict:
+        cfg = self.config
+        ctx = self.ctx
+        if ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / CONFIG_FILE)
+        t_start = time.perf_counter()
+        first_epoch = self.epoch
+        summary = {'out': str(self.out), 'device': str(self.device), 'world_size': ctx.world_size,
+                   'train_samples': len(self.train_set),
+                   'val_samples': len(self.val_set) if self.val_set is not None else 0,
+                   'odometry': self.has_odometry, 'velocity_loss': self.use_velocity,
+                   'amp': self.amp, 'init_notes': self.init_notes,
+                   'resumed_from': getattr(self, 'resumed_from', None)}
+        if self.epoch >= cfg.epochs:
+            self.log(f'nothing to do: the run already completed {self.epoch} of {cfg.epochs} epochs '
+                     '(raise --epochs to continue)')
+            summary.update(epochs_run=0, steps=self.step, checkpoint=str(find_checkpoint(self.out)),
+                           stopped='done', history=[])
+            return summary
+        self.log(f'training {cfg.model} {cfg.width}x{cfg.height} on {self.device} '
+                 f'(x{ctx.world_size} process(es)): {len(self.train_set)} training samples, '
+                 f'{summary["val_samples"]} held out, {self.steps_per_epoch} steps/epoch, '
+                 f'odometry: {"yes (velocity loss)" if self.use_velocity else "no (relative scale)"}'
+                 + (f'; {", ".join(self.init_notes)}' if self.init_notes else '')
+                 + (f'; resumed at epoch {self.epoch}, step {self.step}' if self.resume_dir else ''))
+        self.writer = self._open_writer()
+        val0 = None
+        if first_epoch == 0 and self.val_loader is not None:
+            val0 = self.validate()
+            if val0 is not None:
+                self.log('held-out loss before training: ' + _fmt(val0))
+                if self.writer:
+                    for k, v in val0.items():
+                        self.writer.add_scalar(f'val/{k}', v, 0)
+        summary['val_before'] = val0
+        stopped = None
+        last_ckpt = None
+        try:
+            for epoch in range(self.epoch, cfg.epochs):
+                self.epoch = epoch
+                rec, stopped = self._train_epoch(epoch, t_start)
+                val = self.validate()
+                rec['val'] = val
+                self.scheduler.step()
+                if ctx.is_main:
+                    if val is not None and self.writer:
+                        for k, v in val.items():
+                            self.writer.add_scalar(f'val/{k}', v, self.step)
+                    if self.writer and cfg.image_every and (epoch + 1) % cfg.image_every == 0:
+                        self.writer.add_images('depth/samples', self.sample_images(), self.step)
+                last = stopped is not None or epoch == cfg.epochs - 1
+                if last or (epoch + 1) % cfg.save_every == 0:
+                    last_ckpt = self.save_checkpoint(epoch, complete=stopped is None)
+                    rec['checkpoint'] = str(last_ckpt) if last_ckpt else None
+                rec['elapsed_s'] = time.perf_counter() - t_start
+                self.history.append(rec)
+                if ctx.is_main:
+                    with open(self.out / HISTORY_FILE, 'a') as f:
+                        f.write(json.dumps(rec) + '\n')
+                    self.log(f"epoch {epoch}: train {_fmt(rec['train'])}"
+                             + (f' | held-out {_fmt(val)}' if val else '')
+                             + (f' | saved {last_ckpt}' if rec.get('checkpoint') else ''))
+                if stopped is not None:
+                    self.log(f'stopped after {self.step} steps: {stopped}')
+                    break
+                self.epoch = epoch + 1
+        finally:
+            if self.writer:
+                self.writer.close()
+            ctx.barrier()
+        summary.update(epochs_run=len(self.history), steps=self.step,
+                       checkpoint=str(last_ckpt) if last_ckpt else None,
+                       stopped=stopped or 'epochs', train_s=time.perf_counter() - t_start,
+                       history=self.history,
+                       val_after=self.history[-1]['val'] if self.history else None)
+        return summary
+
+    def _train_epoch(self, epoch: int, t_start: float):
+        cfg = self.config
+        ctx = self.ctx
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)
+        bar = None
+        if ctx.is_main and cfg.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=self.steps_per_epoch, desc=f'epoch {epoch}', unit='step',
+                       file=sys.stderr, leave=False, dynamic_ncols=True)
+        sums: dict[str, float] = {}
+        n = 0
+        stopped = None
+        t_epoch = time.perf_counter()
+        t_log, seen_log = time.perf_counter(), 0
+        for batch in self.train_loader:
+            batch = _to(batch, self.device)
+            out, trans = self.compute_loss(batch, train=True)
+            if not torch.isfinite(out.total):
+                raise TrainingError(f'loss is {float(out.total)} at step {self.step} (epoch {epoch}); '
+                                    'lower --lr or check the data')
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(out.total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            st = self._stats(out, trans, batch)
+            for k, v in st.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            seen_log += batch['image'].shape[0]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{st['total']:.4f}", t=f"{st['translation_norm']:.3g}")
+            if self.step % cfg.log_every == 0:
+                keys = sorted(st)
+                vals = ctx.all_reduce_mean(torch.tensor([st[k] for k in keys], dtype=torch.float64))
+                if self.writer:
+                    now = time.perf_counter()
+                    for k, v in zip(keys, vals.tolist()):
+                        self.writer.add_scalar(f'train/{k}', v, self.step)
+                    self.writer.add_scalar('train/lr', self.optimizer.param_groups[0]['lr'], self.step)
+                    self.writer.add_scalar('train/images_per_s',
+                                           seen_log * ctx.world_size / max(now - t_log, 1e-9), self.step)
+                    t_log, seen_log = now, 0
+            over = (cfg.max_steps and self.step >= cfg.max_steps)
+            if cfg.time_budget:
+                over = ctx.any(bool(over) or time.perf_counter() - t_start >= cfg.time_budget)
+            if over:
+                stopped = (f'max_steps {cfg.max_steps} reached' if cfg.max_steps and self.step >= cfg.max_steps
+                           else f'time budget {cfg.time_budget:g} s used')
+                break
+        if bar is not None:
+            bar.close()
+        rec = {'epoch': epoch, 'steps': n, 'global_step': self.step,
+               'lr': self.optimizer.param_groups[0]['lr'],
+               'epoch_s': time.perf_counter() - t_epoch,
+               'train': {k: v / max(n, 1) for k, v in sums.items()}}
+        return rec, stopped
+
+
+def _fmt(d: dict) -> str:
+    keys = [k for k in ('total', 'photometric', 'velocity', 'translation_norm', 'odometry_distance',
+                        'depth_median') if k in d]
+    return ', '.join(f'{k} {d[k]:.4g}' for k in keys)
