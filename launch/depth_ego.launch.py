@@ -8,6 +8,13 @@ with image_transport:=compressed) and <ns>/<camera_info_topic>, and publishes <n
 <ns>/depth/camera_info, <ns>/depth/colored, <ns>/points, <ns>/odom, /tf and /diagnostics.
 Parameters come from ``params_file`` (default: the package's config/depth_ego.yaml); the launch
 arguments checkpoint, device and image_transport override it when given (non-empty).
+
+Several cameras, one node process (frames batched through the networks):
+
+    ros2 launch depth_ego_ros depth_ego.launch.py camera_namespace:='' cameras:=front,left,rear
+
+reads <cam>/<image_topic> and <cam>/<camera_info_topic> for each camera and publishes <cam>/depth,
+<cam>/depth/camera_info, <cam>/depth/colored, <cam>/points, <cam>/odom (TF <cam>_odom -> camera).
 """
 import os
 
@@ -26,6 +33,8 @@ ARGUMENTS = [
     ('camera_namespace', 'camera', 'namespace of the camera topics; the nodes run in it'),
     ('image_topic', 'image_raw', 'image topic, relative to camera_namespace'),
     ('camera_info_topic', 'camera_info', 'camera_info topic, relative to camera_namespace'),
+    ('cameras', '', 'comma-separated camera namespaces served by one node (e.g. front,left); '
+                    'empty = the params file value (one camera by default)'),
     ('image_transport', '', 'raw | compressed (empty = the params file value, raw by default)'),
     ('checkpoint', '', 'monodepth2-layout checkpoint directory (empty = the params file value)'),
     ('device', '', 'auto | cpu | cuda | cuda:N (empty = the params file value)'),
@@ -45,6 +54,15 @@ def _setup(context):
     overrides = {k: arg[k] for k in ('checkpoint', 'device', 'image_transport') if arg[k]}
     overrides['use_sim_time'] = arg['use_sim_time'].lower() in ('true', '1', 'yes')
     image = arg['image_topic']
+    cameras = [c.strip().strip('/') for c in arg['cameras'].split(',') if c.strip().strip('/')]
+    if cameras:
+        overrides['cameras'] = cameras
+    remappings = [('image', image), ('image/compressed', image + '/compressed'),
+                  ('camera_info', arg['camera_info_topic'])]
+    for cam in cameras:
+        remappings += [(f'{cam}/image', f'{cam}/{image}'),
+                       (f'{cam}/image/compressed', f'{cam}/{image}/compressed'),
+                       (f'{cam}/camera_info', f'{cam}/{arg["camera_info_topic"]}')]
     actions = []
     if arg['fastdds_profile'] == 'shm':
         actions.append(SetEnvironmentVariable(
@@ -58,8 +76,7 @@ def _setup(context):
         package=PACKAGE, executable='depth_ego_node', name='depth_ego_node', output='screen',
         emulate_tty=True,
         parameters=[params_file, overrides],
-        remappings=[('image', image), ('image/compressed', image + '/compressed'),
-                    ('camera_info', arg['camera_info_topic'])]))
+        remappings=remappings))
 
     actions.append(GroupAction(group))
 

@@ -19,7 +19,8 @@ from rclpy.parameter import Parameter
 class Param:
     """One parameter: name (dots for groups), default value (its type is the parameter's type),
     description, optional ``choices`` (strings), ``range`` (lo, hi[, step]) for numbers, ``length`` for
-    arrays, ``read_only`` (start-up only)."""
+    arrays, ``read_only`` (start-up only). A default of ``[]`` declares a string array whose unset
+    (or ``[]``) value reads back as ``[]``."""
     name: str
     default: Any
     description: str
@@ -33,7 +34,8 @@ class Param:
     def descriptor(self) -> ParameterDescriptor:
         d = ParameterDescriptor(name=self.name, description=self.description,
                                 read_only=self.read_only)
-        d.type = Parameter.Type.from_parameter_value(self.default).value
+        d.type = (Parameter.Type.STRING_ARRAY.value if self.default == []
+                  else Parameter.Type.from_parameter_value(self.default).value)
         notes = []
         if self.choices:
             notes.append('one of: ' + ', '.join(str(c) for c in self.choices))
@@ -77,7 +79,12 @@ def declare(node, specs: Iterable[Param]) -> dict:
     values (from overrides / a params file) that fail their checks."""
     values, errors = {}, []
     for spec in specs:
-        value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        if spec.default == []:      # an empty list has no ROS type: string array, unset = []
+            value = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY,
+                                           spec.descriptor()).value
+            value = [] if value is None else value
+        else:
+            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
         if isinstance(spec.default, float) and isinstance(value, int):
             value = float(value)
         if isinstance(spec.default, list) and value is not None:

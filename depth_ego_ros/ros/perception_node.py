@@ -18,6 +18,18 @@ Runtime model: subscription callbacks only store the newest frame in a one-item 
 frame replaces an unprocessed one and counts as dropped); a single worker thread decodes, runs the
 estimator, builds the outputs that have subscribers and publishes them. Bad input never stops the
 node: each kind of problem gets one throttled log line and a counter in the diagnostics.
+
+Multi-camera mode (parameter ``cameras: [front, left, ...]``): one node process serves every
+camera. Each camera <cam> has its own subscriptions <cam>/image (or <cam>/image/compressed) and
+<cam>/camera_info, its own latest-frame slot and drop counter, pose chain, camera_info pairing,
+bad-input counters and diagnostics status ("<node>: perception <cam>"), and publishes <cam>/depth,
+<cam>/depth/camera_info, <cam>/depth/colored, <cam>/points and <cam>/odom, every message stamped
+with that camera's own image header; odometry and TF go frames.camera_odom ('{camera}_odom') ->
+the camera's optical frame. The worker takes every waiting frame (after waiting up to
+``batch_window`` s for the other recently active cameras) and runs them through the networks as
+one ``Estimator.infer_batch`` call (one depth and one pose network call). A bad frame drops only
+itself: decoding and intrinsics are checked per camera, and a batch the estimator refuses is
+retried frame by frame.
 """
 from __future__ import annotations
 
@@ -40,7 +52,7 @@ from std_msgs.msg import Header
 from depth_ego_ros.ros import conversions as conv
 from depth_ego_ros.ros import qos
 from depth_ego_ros.ros.params import Param, declare, on_set_validator
-from depth_ego_ros.ros.runtime import KeyedThrottle, LatestSlot, RateMeter, Stats
+from depth_ego_ros.ros.runtime import KeyedSlots, KeyedThrottle, LatestSlot, RateMeter, Stats
 from depth_ego_ros.ros.tf_broadcast import TfBroadcaster
 
 NODE_NAME = 'depth_ego_node'
@@ -143,7 +155,18 @@ PARAMS = [
     Param('diagnostics.period', 1.0, 'seconds between /diagnostics messages', range=(0.1, 60.0),
           read_only=True),
     Param('log_throttle', 5.0, 'seconds between two log lines about the same kind of problem',
-          range=(0.0, 3600.0)),
+          range=(0.0, 3600.0)),    # -- multi-camera --------------------------------------------------------------------------
+    Param('cameras', [], 'camera namespaces served by this one node, e.g. [front, left]: each '
+          'gets <cam>/image, <cam>/camera_info in and <cam>/depth, <cam>/depth/camera_info, '
+          '<cam>/depth/colored, <cam>/points, <cam>/odom out, and frames waiting together go '
+          'through the networks as one batch; empty = one camera on image, camera_info',
+          read_only=True),
+    Param('batch_window', 0.005, 'multi-camera: seconds the worker waits, once a frame is '
+          'waiting, for the other recently active cameras\' frames to join the batch',
+          range=(0.0, 1.0)),
+    Param('frames.camera_odom', '{camera}_odom', 'multi-camera: fixed odometry frame of each '
+          'camera ({camera} = its namespace); frames.odom/base/camera apply to the single-camera '
+          'mode only', read_only=True),
 ]
 
 # Bad-input kinds counted in the diagnostics.
@@ -165,6 +188,43 @@ def _rpy_to_matrix(xyz, rpy) -> np.ndarray:
     return T
 
 
+class _Camera:
+    """Everything one camera owns: its topics, latest-frame slot key, camera_info cache, pose
+    chain, counters and statistics. ``name`` None = the single-camera mode (topics without a
+    prefix, estimator camera_id None)."""
+
+    def __init__(self, name, chain):
+        self.name = name
+        self.cid = name                                 # estimator camera_id
+        self.prefix = f'{name}/' if name else ''
+        self.label = f'[{name}] ' if name else ''
+        self.chain = chain
+        self.counts = collections.Counter()             # bad inputs, published outputs, frames
+        self.camera_info = None                         # newest (msg, K or None, error or None)
+        self.infos = collections.OrderedDict()          # stamp ns -> entry, the last few
+        self.info_cond = threading.Condition()
+        self.info_paired = False                        # camera_info stamps match image stamps
+        self.in_rate, self.out_rate = RateMeter(), RateMeter()
+        self.latency, self.stamp_latency, self.net_ms = Stats(), Stats(), Stats()
+        self.decode_ms, self.outputs_ms = Stats(), Stats()
+        self.last_size = None
+        self.last_stamp_ns = None
+        self.pose_active = False
+        self.static_frame = None
+        self.bad_since_report = collections.Counter()
+        self.last_input = None
+
+
+class _Prepared:
+    """A decoded frame with its intrinsics, ready for the networks."""
+    __slots__ = ('cam', 'msg', 't_recv', 'image', 'encoding', 'K', 'info_msg', 'stamp_ns', 'dt',
+                 'want', 'want_pose')
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
 class PerceptionNode(Node):
     """See the module docstring. ``close()`` stops the worker (call before destroy_node)."""
 
@@ -175,11 +235,27 @@ class PerceptionNode(Node):
         p = self.p
         if p['static_transform.publish'] and not p['frames.base']:
             raise ValueError('static_transform.publish needs frames.base (the parent frame)')
+        names = list(p['cameras'])
+        self.multi = bool(names)
+        if self.multi:
+            bad = [n for n in names if not n or not all(c.isalnum() or c in '_/' for c in n)
+                   or n.startswith('/') or n.endswith('/')]
+            if bad:
+                raise ValueError(f'cameras: {bad} are not relative namespaces (letters, digits, '
+                                 '_ and inner /)')
+            if len(set(names)) != len(names):
+                raise ValueError(f'cameras: duplicate names in {names}')
+            if p['frames.base'] or p['static_transform.publish']:
+                raise ValueError('frames.base / static_transform.publish apply to the single-camera '
+                                 'mode only (with cameras, odometry goes <camera_odom> -> camera frame)')
+            if '{camera}' not in p['frames.camera_odom']:
+                raise ValueError('frames.camera_odom must contain {camera} (one odom frame per camera)')
 
         # -- estimator (heavy imports here so that `--help`-like paths stay light) --------------
-        from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, colorize_disparity
+        from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, Frame, colorize_disparity
         from depth_ego_ros.ros.odometry import PoseChain
         self._colorize = colorize_disparity
+        self._Frame = Frame
         extra = {'exported_model_dir': p['exported_model']} if p['exported_model'] else {}
         config = EstimatorConfig(
             model=p['model'], width=p['width'], height=p['height'], device=p['device'],
@@ -191,80 +267,87 @@ class PerceptionNode(Node):
         self.backend = getattr(self.estimator, 'backend_info', {}).get('backend', p['backend'])
         self._T_base_cam = (_rpy_to_matrix(p['static_transform.xyz'], p['static_transform.rpy'])
                             if p['frames.base'] else np.eye(4))
-        self.chain = PoseChain(self._T_base_cam, p['odom.translation_noise'],
-                               p['odom.rotation_noise'])
 
-        # -- state shared between callbacks and the worker ---------------------------------------
-        self.counts = collections.Counter()             # bad inputs, published outputs, frames
+        def chain():
+            return PoseChain(self._T_base_cam, p['odom.translation_noise'], p['odom.rotation_noise'])
+        self.cams = [_Camera(n, chain()) for n in names] if self.multi else [_Camera(None, chain())]
+        self.counts = self.cams[0].counts if not self.multi else collections.Counter()
+        self.chain = self.cams[0].chain                 # single-camera mode (kept for callers)
         self._throttle = KeyedThrottle(p['log_throttle'])
-        self._slot = LatestSlot()
-        self._camera_info = None                        # newest (msg, K or None, error or None)
-        self._infos = collections.OrderedDict()         # stamp ns -> entry, the last few
-        self._info_cond = threading.Condition()
-        self._info_paired = False                       # camera_info stamps match image stamps
+        if self.multi:
+            self._slots = KeyedSlots(names)
+        else:
+            self._slot = LatestSlot()
         self._speed = None
-        self._in_rate, self._out_rate = RateMeter(), RateMeter()
-        self._latency, self._stamp_latency, self._net_ms = Stats(), Stats(), Stats()
-        self._decode_ms, self._outputs_ms = Stats(), Stats()
-        self._last_size = None
-        self._last_stamp_ns = None
-        self._pose_active = False
-        self._static_frame = None
-        self._bad_since_report = collections.Counter()
-        self._last_input = None
+        self._batch_size = Stats()
+        self._batch_ms = Stats()
 
         # -- topics -------------------------------------------------------------------------------
         in_qos = qos.profile(p['qos.input'], p['qos.input_depth'])
         out_qos = qos.profile(p['qos.output'], p['qos.output_depth'])
-        # camera_info first: when both are ready the executor serves it before the image
-        self.sub_info = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
-                                                 in_qos)
-        if p['image_transport'] == 'compressed':
-            self.sub_image = self.create_subscription(CompressedImage, 'image/compressed',
-                                                      self._on_image, in_qos)
-        else:
-            self.sub_image = self.create_subscription(Image, 'image', self._on_image, in_qos)
+        for cam in self.cams:
+            pre = cam.prefix
+            # camera_info first: when both are ready the executor serves it before the image
+            cam.sub_info = self.create_subscription(
+                CameraInfo, pre + 'camera_info', lambda m, c=cam: self._on_camera_info(c, m), in_qos)
+            if p['image_transport'] == 'compressed':
+                cam.sub_image = self.create_subscription(
+                    CompressedImage, pre + 'image/compressed', lambda m, c=cam: self._on_image(c, m),
+                    in_qos)
+            else:
+                cam.sub_image = self.create_subscription(
+                    Image, pre + 'image', lambda m, c=cam: self._on_image(c, m), in_qos)
+            cam.pub_depth = self.create_publisher(Image, pre + 'depth', out_qos)
+            cam.pub_depth_info = self.create_publisher(CameraInfo, pre + 'depth/camera_info', out_qos)
+            cam.pub_colored = self.create_publisher(Image, pre + 'depth/colored', out_qos)
+            cam.pub_points = self.create_publisher(PointCloud2, pre + 'points', out_qos)
+            cam.pub_odom = self.create_publisher(Odometry, pre + 'odom', out_qos)
+        if not self.multi:                              # single-camera names (kept for callers)
+            c0 = self.cams[0]
+            self.sub_info, self.sub_image = c0.sub_info, c0.sub_image
+            self.pub_depth, self.pub_depth_info = c0.pub_depth, c0.pub_depth_info
+            self.pub_colored, self.pub_points, self.pub_odom = c0.pub_colored, c0.pub_points, c0.pub_odom
         if p['scale.mode'] == 'speed':
             msg_type = Odometry if p['scale.speed_type'] == 'odometry' else TwistStamped
             self.sub_speed = self.create_subscription(msg_type, p['scale.speed_topic'],
                                                       self._on_speed, in_qos)
-        self.pub_depth = self.create_publisher(Image, 'depth', out_qos)
-        self.pub_depth_info = self.create_publisher(CameraInfo, 'depth/camera_info', out_qos)
-        self.pub_colored = self.create_publisher(Image, 'depth/colored', out_qos)
-        self.pub_points = self.create_publisher(PointCloud2, 'points', out_qos)
-        self.pub_odom = self.create_publisher(Odometry, 'odom', out_qos)
         self.tf = TfBroadcaster(self)
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(p['diagnostics.period'], self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work, name='depth_ego_worker', daemon=True)
         self._worker.start()
+        inputs = ', '.join(c.sub_image.topic_name for c in self.cams)
         self.get_logger().info(
             f'ready: {p["model"]} {p["width"]}x{p["height"]} on {self.device} ({self.backend}, '
-            f'{p["precision"]}), input {self.sub_image.topic_name} '
-            f'[{p["qos.input"]}], checkpoint {p["checkpoint"] or "NONE (random weights)"}')
+            f'{p["precision"]}), input {inputs} '
+            f'[{p["qos.input"]}], checkpoint {p["checkpoint"] or "NONE (random weights)"}'
+            + (f', {len(self.cams)} cameras batched (window {p["batch_window"]} s)' if self.multi else ''))
 
     # ------------------------------------------------------------------------------------------
     # callbacks: cheap, never block
     # ------------------------------------------------------------------------------------------
-    def _on_image(self, msg):
+    def _on_image(self, cam: _Camera, msg):
         now = time.monotonic()
-        self._in_rate.tick()
-        self._last_input = now
-        self._slot.put((msg, now))
+        cam.in_rate.tick()
+        cam.last_input = now
+        if self.multi:
+            self._slots.put(cam.name, (msg, now))
+        else:
+            self._slot.put((msg, now))
 
-    def _on_camera_info(self, msg: CameraInfo):
+    def _on_camera_info(self, cam: _Camera, msg: CameraInfo):
         try:
             entry = (msg, conv.camera_info_to_k(msg), None)
         except ValueError as exc:
             entry = (msg, None, str(exc))
-            self._bad('bad_camera_info', f'camera_info on {self.sub_info.topic_name} ignored: {exc}')
-        with self._info_cond:
-            self._camera_info = entry
-            self._infos[conv.stamp_to_ns(msg.header.stamp)] = entry
-            while len(self._infos) > 30:
-                self._infos.popitem(last=False)
-            self._info_cond.notify_all()
+            self._bad(cam, 'bad_camera_info', f'camera_info on {cam.sub_info.topic_name} ignored: {exc}')
+        with cam.info_cond:
+            cam.camera_info = entry
+            cam.infos[conv.stamp_to_ns(msg.header.stamp)] = entry
+            while len(cam.infos) > 30:
+                cam.infos.popitem(last=False)
+            cam.info_cond.notify_all()
 
     def _on_speed(self, msg):
         v = msg.twist.twist.linear if isinstance(msg, Odometry) else msg.twist.linear
@@ -272,7 +355,8 @@ class PerceptionNode(Node):
         if math.isfinite(speed):
             self._speed = speed
         else:
-            self._bad('bad_speed', f'non-finite speed on {self.sub_speed.topic_name} ignored')
+            for cam in self.cams:                       # the speed scales every camera
+                self._bad(cam, 'bad_speed', f'non-finite speed on {self.sub_speed.topic_name} ignored')
 
     def _apply_params(self, changes: dict):
         p = dict(self.p)
@@ -280,37 +364,107 @@ class PerceptionNode(Node):
         self.p = p                                  # one atomic swap; the worker reads self.p
         if 'log_throttle' in changes:
             self._throttle.period = changes['log_throttle']
-        if 'odom.translation_noise' in changes:
-            self.chain.translation_noise = changes['odom.translation_noise']
-        if 'odom.rotation_noise' in changes:
-            self.chain.rotation_noise = changes['odom.rotation_noise']
+        for cam in self.cams:
+            if 'odom.translation_noise' in changes:
+                cam.chain.translation_noise = changes['odom.translation_noise']
+            if 'odom.rotation_noise' in changes:
+                cam.chain.rotation_noise = changes['odom.rotation_noise']
 
     # ------------------------------------------------------------------------------------------
     # problems
     # ------------------------------------------------------------------------------------------
-    def _bad(self, kind: str, text: str, level: str = 'warning'):
-        """Count a bad input of ``kind``; log it at most once per log_throttle seconds per kind."""
-        self.counts[kind] += 1
-        self._bad_since_report[kind] += 1
-        if self._throttle.ready(kind):
-            more = self._throttle.take_suppressed(kind)
+    def _bad(self, cam: _Camera, kind: str, text: str, level: str = 'warning'):
+        """Count a bad input of ``kind`` on ``cam``; log it at most once per log_throttle seconds
+        per kind (and camera)."""
+        cam.counts[kind] += 1
+        cam.bad_since_report[kind] += 1
+        key = (cam.name, kind) if self.multi else kind
+        if self._throttle.ready(key):
+            more = self._throttle.take_suppressed(key)
             suffix = f' ({more} more since the last message)' if more else ''
-            getattr(self.get_logger(), level)(f'[{kind}] {text}{suffix}')
+            getattr(self.get_logger(), level)(f'[{kind}] {cam.label}{text}{suffix}')
 
     # ------------------------------------------------------------------------------------------
     # worker
     # ------------------------------------------------------------------------------------------
     def _work(self):
+        if self.multi:
+            return self._work_batched()
+        cam = self.cams[0]
         while not self._slot.closed:
             item = self._slot.take(timeout=0.5)
             if item is None:
                 continue
             try:
-                self._process(*item)
+                self._process(cam, *item)
             except Exception as exc:  # the worker never dies: count, log, go on
-                self._bad('processing_error', f'{type(exc).__name__}: {exc}', level='error')
+                self._bad(cam, 'processing_error', f'{type(exc).__name__}: {exc}', level='error')
 
-    def _decode(self, msg):
+    def _work_batched(self):
+        """Multi-camera: take every camera's waiting frame (after batch_window for the others),
+        prepare each on its own (a bad frame only drops itself), one infer_batch for all."""
+        while not self._slots.closed:
+            items = self._slots.take_batch(timeout=0.5, window=self.p['batch_window'])
+            if not items:
+                continue
+            ready = []
+            for name, (msg, t_recv) in items.items():
+                cam = self.cams[self._slots.keys.index(name)]
+                try:
+                    prep = self._prepare(cam, msg, t_recv)
+                    if prep is not None:
+                        ready.append(prep)
+                except Exception as exc:
+                    self._bad(cam, 'processing_error', f'{type(exc).__name__}: {exc}', level='error')
+            if not ready:
+                continue
+            try:
+                results = self._infer_batch(ready)
+            except Exception as exc:
+                for prep in ready:
+                    self._bad(prep.cam, 'processing_error', f'{type(exc).__name__}: {exc}',
+                              level='error')
+                continue
+            for prep, out in zip(ready, results):
+                if out is None:
+                    continue
+                try:
+                    self._finish(prep, out.depth, out.relative_pose, with_pose=True)
+                except Exception as exc:
+                    self._bad(prep.cam, 'processing_error', f'{type(exc).__name__}: {exc}',
+                              level='error')
+
+    def _infer_batch(self, ready: list) -> list:
+        """One network call for all prepared frames; when the estimator refuses the batch (one
+        frame's intrinsics), each frame alone, so that only the bad one is dropped."""
+        frames = [self._Frame(r.image, r.K, r.stamp_ns * 1e-9, self._speed, r.cam.cid, r.encoding)
+                  for r in ready]
+        t0 = time.perf_counter()
+        try:
+            outs = self.estimator.infer_batch(frames)
+        except ValueError:
+            outs = []
+            for r, f in zip(ready, frames):
+                try:
+                    outs.append(self.estimator.infer_batch([f])[0])
+                except ValueError as exc:
+                    self._bad(r.cam, 'bad_intrinsics', f'frame dropped: {exc}')
+                    outs.append(None)
+        ms = (time.perf_counter() - t0) * 1e3
+        n = sum(o is not None for o in outs)
+        if n:
+            self._batch_size.add(n)
+            self._batch_ms.add(ms)
+            self.counts['batches'] += 1
+            self.counts['batched_frames'] += n
+            if n > 1:
+                self.counts['multi_frame_batches'] += 1
+            for r, o in zip(ready, outs):
+                if o is not None:
+                    r.cam.net_ms.add(ms)
+        return outs
+
+    def _decode(self, cam: _Camera, msg):
         """-> (uint8 image, its encoding) or (None, None) after counting the problem. Raw images
         stay in their encoding (the estimator converts to RGB on its device)."""
         try:
@@ -323,7 +477,7 @@ class PerceptionNode(Node):
                 kind = 'corrupt_compressed'
             else:
                 kind = 'malformed_image' if msg.encoding in conv.COLOR_ENCODINGS else 'unsupported_encoding'
-            self._bad(kind, f'frame dropped: {exc}')
+            self._bad(cam, kind, f'frame dropped: {exc}')
             return None, None
 
     def _fallback_k(self):
@@ -332,24 +486,24 @@ class PerceptionNode(Node):
             return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
         return None
 
-    def _camera_info_for(self, stamp_ns: int):
+    def _camera_info_for(self, cam: _Camera, stamp_ns: int):
         """The camera_info with the image's stamp when there is one (waiting up to
         camera_info.sync_timeout where it is expected), else the newest."""
-        with self._info_cond:
-            expect = self._info_paired or (self._camera_info is None and self._fallback_k() is None)
+        with cam.info_cond:
+            expect = cam.info_paired or (cam.camera_info is None and self._fallback_k() is None)
             if expect:
-                self._info_cond.wait_for(lambda: stamp_ns in self._infos,
-                                         self.p['camera_info.sync_timeout'])
-            entry = self._infos.get(stamp_ns)
+                cam.info_cond.wait_for(lambda: stamp_ns in cam.infos,
+                                       self.p['camera_info.sync_timeout'])
+            entry = cam.infos.get(stamp_ns)
             if entry is not None:
-                self._info_paired = True
+                cam.info_paired = True
                 return entry
-            return self._camera_info
+            return cam.camera_info
 
-    def _intrinsics(self, width: int, height: int, stamp_ns: int):
+    def _intrinsics(self, cam: _Camera, width: int, height: int, stamp_ns: int):
         """-> (K, camera_info to republish or None) for an image of this size, or (None, None)
         after saying what is missing."""
-        info = self._camera_info_for(stamp_ns)
+        info = self._camera_info_for(cam, stamp_ns)
         if info is not None and info[1] is not None:
             msg, K = info[0], info[1]
             if (msg.width, msg.height) == (width, height):
@@ -357,166 +511,212 @@ class PerceptionNode(Node):
             if msg.width == 0 or msg.height == 0:       # size not filled in: K is for these images
                 return K, None
             from depth_ego_ros.core.geometry import intrinsics_for_resize
-            self._bad('camera_info_size_mismatch',
+            self._bad(cam, 'camera_info_size_mismatch',
                       f'camera_info is for {msg.width}x{msg.height} but images are '
                       f'{width}x{height}: scaling its K to the image size')
             return intrinsics_for_resize(K, (msg.width, msg.height), (width, height)), None
         fallback = self._fallback_k()
         if fallback is not None:
             return fallback, None
-        topic = self.sub_info.topic_name
+        topic = cam.sub_info.topic_name
         if info is None:
-            self._bad('missing_camera_info',
+            self._bad(cam, 'missing_camera_info',
                       f'frame skipped: no camera_info received on {topic} yet and parameter '
                       'camera_info.fallback_k is not set (publish camera_info or set '
                       'camera_info.fallback_k:=[fx, fy, cx, cy])')
         else:
-            self._bad('missing_camera_info',
+            self._bad(cam, 'missing_camera_info',
                       f'frame skipped: the last camera_info on {topic} was unusable ({info[2]}) '
                       'and camera_info.fallback_k is not set')
         return None, None
 
-    def _wanted(self) -> dict:
+    def _wanted(self, cam: _Camera) -> dict:
         p = self.p
         return {
-            'depth': p['publish.depth'] and (self.pub_depth.get_subscription_count()
-                                             + self.pub_depth_info.get_subscription_count()) > 0,
-            'colored': p['publish.colored'] and self.pub_colored.get_subscription_count() > 0,
-            'points': p['publish.points'] and self.pub_points.get_subscription_count() > 0,
-            'odom': p['publish.odom'] and self.pub_odom.get_subscription_count() > 0,
+            'depth': p['publish.depth'] and (cam.pub_depth.get_subscription_count()
+                                             + cam.pub_depth_info.get_subscription_count()) > 0,
+            'colored': p['publish.colored'] and cam.pub_colored.get_subscription_count() > 0,
+            'points': p['publish.points'] and cam.pub_points.get_subscription_count() > 0,
+            'odom': p['publish.odom'] and cam.pub_odom.get_subscription_count() > 0,
             'tf': p['publish.tf'] and self.tf.subscribers() > 0,
         }
 
-    def _reset_trajectory(self, kind: str, why: str):
-        self._bad(kind, f'{why}: odometry restarts from the origin')
-        self.estimator.reset()
-        self.chain.reset()
-        self.counts['trajectory_resets'] += 1
+    def _reset_estimator(self, cam: _Camera):
+        if self.multi:
+            self.estimator.reset(cam.cid)
+        else:
+            self.estimator.reset()
 
-    def _process(self, msg, t_recv: float):
+    def _reset_trajectory(self, cam: _Camera, kind: str, why: str):
+        self._bad(cam, kind, f'{why}: odometry restarts from the origin')
+        self._reset_estimator(cam)
+        cam.chain.reset()
+        cam.counts['trajectory_resets'] += 1
+
+    def _prepare(self, cam: _Camera, msg, t_recv: float):
+        """Decode, intrinsics, trajectory checks, wanted outputs -> _Prepared or None (skipped)."""
         t0 = time.perf_counter()
-        image, encoding = self._decode(msg)
+        image, encoding = self._decode(cam, msg)
         if image is None:
-            return
-        self._decode_ms.add((time.perf_counter() - t0) * 1e3)
+            return None
+        cam.decode_ms.add((time.perf_counter() - t0) * 1e3)
         height, width = image.shape[:2]
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-        K, info_msg = self._intrinsics(width, height, stamp_ns)
+        K, info_msg = self._intrinsics(cam, width, height, stamp_ns)
         if K is None:
-            return
-        if self._last_size is not None and (width, height) != self._last_size:
-            self._reset_trajectory('size_change', f'image size changed from '
-                                   f'{self._last_size[0]}x{self._last_size[1]} to {width}x{height}')
-        elif self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
-            self._reset_trajectory('time_jump_back', f'time jumped backwards by '
-                                   f'{(self._last_stamp_ns - stamp_ns) * 1e-9:.3f} s (bag loop?)')
-        dt = None if self._last_stamp_ns is None else (stamp_ns - self._last_stamp_ns) * 1e-9
+            return None
+        if cam.last_size is not None and (width, height) != cam.last_size:
+            self._reset_trajectory(cam, 'size_change', f'image size changed from '
+                                   f'{cam.last_size[0]}x{cam.last_size[1]} to {width}x{height}')
+        elif cam.last_stamp_ns is not None and stamp_ns < cam.last_stamp_ns:
+            self._reset_trajectory(cam, 'time_jump_back', f'time jumped backwards by '
+                                   f'{(cam.last_stamp_ns - stamp_ns) * 1e-9:.3f} s (bag loop?)')
+        dt = None if cam.last_stamp_ns is None else (stamp_ns - cam.last_stamp_ns) * 1e-9
 
-        want = self._wanted()
-        want_pose = want['odom'] or want['tf']
+        want = self._wanted(cam)
         if not any(want.values()):
-            self.counts['frames_skipped_no_subscribers'] += 1
-            if self._pose_active:
-                self.estimator.reset()          # the motion while idle is not observed
-                self._pose_active = False
-            return
+            cam.counts['frames_skipped_no_subscribers'] += 1
+            if cam.pose_active:
+                self._reset_estimator(cam)      # the motion while idle is not observed
+                cam.pose_active = False
+            return None
+        return _Prepared(cam=cam, msg=msg, t_recv=t_recv, image=image, encoding=encoding, K=K,
+                         info_msg=info_msg, stamp_ns=stamp_ns, dt=dt, want=want,
+                         want_pose=want['odom'] or want['tf'])
 
+    def _process(self, cam: _Camera, msg, t_recv: float):
+        """Single-camera mode: one frame through the estimator (depth only when nobody listens
+        to the odometry)."""
+        r = self._prepare(cam, msg, t_recv)
+        if r is None:
+            return
         try:
-            if want_pose:
-                out = self.estimator.infer(image, K, stamp=stamp_ns * 1e-9, speed=self._speed,
-                                           encoding=encoding)
+            if r.want_pose:
+                out = self.estimator.infer(r.image, r.K, stamp=r.stamp_ns * 1e-9, speed=self._speed,
+                                           encoding=r.encoding)
                 depth, rel = out.depth, out.relative_pose
-                self._net_ms.add(out.timings.get('total', float('nan')))
+                cam.net_ms.add(out.timings.get('total', float('nan')))
             else:
-                if self._pose_active:
+                if cam.pose_active:
                     self.estimator.reset()
                 t0 = time.perf_counter()
-                depth, rel = self.estimator.depth_only(image, K, encoding=encoding), None
-                self._net_ms.add((time.perf_counter() - t0) * 1e3)
+                depth, rel = self.estimator.depth_only(r.image, r.K, encoding=r.encoding), None
+                cam.net_ms.add((time.perf_counter() - t0) * 1e3)
         except ValueError as exc:                # e.g. intrinsics the estimator refuses
-            self._bad('bad_intrinsics', f'frame dropped: {exc}')
+            self._bad(cam, 'bad_intrinsics', f'frame dropped: {exc}')
             return
-        self._pose_active = want_pose
-        self._last_size, self._last_stamp_ns = (width, height), stamp_ns
+        self._finish(r, depth, rel, with_pose=r.want_pose)
+
+    def _finish(self, r: _Prepared, depth, rel, with_pose: bool):
+        """Publish one frame's outputs with its own camera's header and advance its trajectory.
+        ``with_pose``: the estimator ran the pose network for this frame (its chain continues)."""
+        cam, msg = r.cam, r.msg
+        cam.pose_active = with_pose
+        cam.last_size, cam.last_stamp_ns = (r.image.shape[1], r.image.shape[0]), r.stamp_ns
 
         t_out = time.perf_counter()
-        frame = self.p['frames.camera'] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
+        if self.multi:
+            frame = msg.header.frame_id or f'{cam.name.replace("/", "_")}_optical_frame'
+        else:
+            frame = self.p['frames.camera'] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
         header = Header(stamp=msg.header.stamp, frame_id=frame)
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-        self._publish_images(want, header, depth, K, info_msg)
-        if want_pose:
-            self.chain.update(rel, dt)
-            self._publish_odometry(want, header)
-        self._outputs_ms.add((time.perf_counter() - t_out) * 1e3)
-        self.counts['frames_processed'] += 1
-        self._out_rate.tick()
-        self._latency.add((time.monotonic() - t_recv) * 1e3)
+        self._publish_images(cam, r.want, header, depth, r.K, r.info_msg)
+        if with_pose:
+            cam.chain.update(rel, r.dt)
+            if r.want_pose:
+                self._publish_odometry(cam, r.want, header)
+        cam.outputs_ms.add((time.perf_counter() - t_out) * 1e3)
+        cam.counts['frames_processed'] += 1
+        cam.out_rate.tick()
+        cam.latency.add((time.monotonic() - r.t_recv) * 1e3)
         now_ns = self.get_clock().now().nanoseconds
-        self._stamp_latency.add((now_ns - stamp_ns) * 1e-6)
+        cam.stamp_latency.add((now_ns - r.stamp_ns) * 1e-6)
 
-    def _publish_images(self, want, header, depth, K, info_msg):
+    def _publish_images(self, cam: _Camera, want, header, depth, K, info_msg):
         p = self.p
         if want['depth']:
-            self.pub_depth.publish(conv.numpy_to_image(depth, '32FC1', header))
+            cam.pub_depth.publish(conv.numpy_to_image(depth, '32FC1', header))
             info = (conv.camera_info_with_header(info_msg, header) if info_msg is not None
                     else conv.make_camera_info(K, depth.shape[1], depth.shape[0], header))
-            self.pub_depth_info.publish(info)
-            self.counts['published_depth'] += 1
+            cam.pub_depth_info.publish(info)
+            cam.counts['published_depth'] += 1
         if want['colored']:
             colored = self._colorize(depth, p['colored.percentile'])
-            self.pub_colored.publish(conv.numpy_to_image(colored, 'rgb8', header))
-            self.counts['published_colored'] += 1
+            cam.pub_colored.publish(conv.numpy_to_image(colored, 'rgb8', header))
+            cam.counts['published_colored'] += 1
         if want['points']:                          # back-projected on the estimator's device
+            kwargs = {'camera_id': cam.cid} if self.multi else {}
             packed = self.estimator.point_cloud(stride=p['points.stride'],
                                                 min_range=p['points.min_range'],
-                                                max_range=p['points.max_range'] or math.inf)
-            self.pub_points.publish(conv.packed_to_cloud(packed, header))
-            self.counts['published_points'] += 1
+                                                max_range=p['points.max_range'] or math.inf,
+                                                **kwargs)
+            cam.pub_points.publish(conv.packed_to_cloud(packed, header))
+            cam.counts['published_points'] += 1
 
-    def _publish_odometry(self, want, header):
+    def _odom_frame(self, cam: _Camera) -> str:
+        if self.multi:
+            return self.p['frames.camera_odom'].replace('{camera}', cam.name.replace('/', '_'))
+        return self.p['frames.odom']
+
+    def _publish_odometry(self, cam: _Camera, want, header):
         p = self.p
         child = p['frames.base'] or header.frame_id
-        if p['static_transform.publish'] and self._static_frame != header.frame_id:
+        odom = self._odom_frame(cam)
+        if p['static_transform.publish'] and cam.static_frame != header.frame_id:
             self.tf.send_static([conv.pose_to_transform(self._T_base_cam, header.stamp,
                                                         p['frames.base'], header.frame_id)])
-            self._static_frame = header.frame_id
+            cam.static_frame = header.frame_id
+        chain = cam.chain
         if want['odom']:
-            self.pub_odom.publish(conv.pose_to_odometry(
-                self.chain.pose, header.stamp, p['frames.odom'], child,
-                linear=self.chain.linear, angular=self.chain.angular,
-                pose_covariance=self.chain.pose_covariance,
-                twist_covariance=self.chain.twist_covariance))
-            self.counts['published_odom'] += 1
+            cam.pub_odom.publish(conv.pose_to_odometry(
+                chain.pose, header.stamp, odom, child,
+                linear=chain.linear, angular=chain.angular,
+                pose_covariance=chain.pose_covariance,
+                twist_covariance=chain.twist_covariance))
+            cam.counts['published_odom'] += 1
         if want['tf']:
-            self.tf.send([conv.pose_to_transform(self.chain.pose, header.stamp, p['frames.odom'],
-                                                 child)])
-            self.counts['published_tf'] += 1
+            self.tf.send([conv.pose_to_transform(chain.pose, header.stamp, odom, child)])
+            cam.counts['published_tf'] += 1
 
     # ------------------------------------------------------------------------------------------
     # diagnostics
     # ------------------------------------------------------------------------------------------
-    def diagnostics(self) -> DiagnosticStatus:
-        p, c = self.p, self.counts
-        lat, slat, net = self._latency.summary(), self._stamp_latency.summary(), self._net_ms.summary()
+    def diagnostics(self, cam: _Camera | None = None) -> DiagnosticStatus:
+        """The status of ``cam`` (default: the first / only camera)."""
+        cam = cam or self.cams[0]
+        p, c = self.p, cam.counts
+        lat, slat, net = cam.latency.summary(), cam.stamp_latency.summary(), cam.net_ms.summary()
+        dropped = self._slots.dropped[cam.name] if self.multi else self._slot.dropped
         values = {
-            'input_rate_hz': self._in_rate.rate(), 'output_rate_hz': self._out_rate.rate(),
-            'frames_received': self._in_rate.count, 'frames_processed': c['frames_processed'],
-            'frames_dropped': self._slot.dropped,
+            'input_rate_hz': cam.in_rate.rate(), 'output_rate_hz': cam.out_rate.rate(),
+            'frames_received': cam.in_rate.count, 'frames_processed': c['frames_processed'],
+            'frames_dropped': dropped,
             'frames_skipped_no_subscribers': c['frames_skipped_no_subscribers'],
             'latency_ms_mean': lat['mean'], 'latency_ms_p50': lat['p50'], 'latency_ms_max': lat['max'],
             'latency_from_stamp_ms_mean': slat['mean'], 'network_ms_mean': net['mean'],
-            'network_ms_p50': net['p50'], 'decode_ms_p50': self._decode_ms.summary()['p50'],
-            'outputs_ms_p50': self._outputs_ms.summary()['p50'],
+            'network_ms_p50': net['p50'], 'decode_ms_p50': cam.decode_ms.summary()['p50'],
+            'outputs_ms_p50': cam.outputs_ms.summary()['p50'],
             'trajectory_resets': c['trajectory_resets'],
             'device': self.device, 'backend': self.backend, 'model': p['model'],
-            'network_input': f'{p["width"]}x{p["height"]}', 'image_topic': self.sub_image.topic_name,
+            'network_input': f'{p["width"]}x{p["height"]}', 'image_topic': cam.sub_image.topic_name,
         }
         values.update({f'bad_input.{k}': c[k] for k in BAD_INPUTS})
         values.update({f'published.{k}': c[f'published_{k}'] for k in OUTPUTS})
-        status = DiagnosticStatus(name=f'{self.get_name()}: perception', hardware_id=self.device)
-        recent_bad = {k: n for k, n in self._bad_since_report.items() if n}
-        self._bad_since_report.clear()
-        silent = self._last_input is None or time.monotonic() - self._last_input > 5.0
+        if self.multi:
+            bs = self._batch_size.summary()
+            values.update({
+                'camera': cam.name, 'cameras': len(self.cams), 'odom_frame': self._odom_frame(cam),
+                'batches': self.counts['batches'], 'batched_frames': self.counts['batched_frames'],
+                'multi_frame_batches': self.counts['multi_frame_batches'],
+                'batch_size_mean': bs['mean'], 'batch_size_max': bs['max'],
+                'batch_ms_p50': self._batch_ms.summary()['p50'],
+            })
+        name = f'{self.get_name()}: perception' + (f' {cam.name}' if self.multi else '')
+        status = DiagnosticStatus(name=name, hardware_id=self.device)
+        recent_bad = {k: n for k, n in cam.bad_since_report.items() if n}
+        cam.bad_since_report.clear()
+        silent = cam.last_input is None or time.monotonic() - cam.last_input > 5.0
         if recent_bad:
             status.level = DiagnosticStatus.WARN
             status.message = 'bad input: ' + ', '.join(f'{k} x{n}' for k, n in sorted(recent_bad.items()))
@@ -533,11 +733,11 @@ class PerceptionNode(Node):
     def _publish_diagnostics(self):
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [self.diagnostics()]
+        msg.status = [self.diagnostics(cam) for cam in self.cams]
         self.pub_diag.publish(msg)
 
     def close(self):
-        self._slot.close()
+        (self._slots if self.multi else self._slot).close()
         self._worker.join(timeout=10.0)
 
 

@@ -126,3 +126,58 @@ class KeyedThrottle:
     def take_suppressed(self, key) -> int:
         with self._lock:
             return self._suppressed.pop(key, 0)
+
+
+class KeyedSlots:
+    """One latest-item slot per key (e.g. per camera) with a single waiting worker: ``put(key,
+    item)`` replaces that key's untaken item (a drop, counted in ``dropped[key]``);
+    ``take_batch`` returns the items of every key that has one, optionally waiting a short
+    ``window`` for the other recently active keys so that frames arriving together are taken
+    together."""
+
+    def __init__(self, keys, active_for: float = 1.0, clock=time.monotonic):
+        self.keys = list(keys)
+        self._cond = threading.Condition()
+        self._items = {}
+        self._last_put = {}
+        self._closed = False
+        self._clock = clock
+        self.active_for = active_for
+        self.dropped = collections.Counter()
+
+    def put(self, key, item) -> bool:
+        with self._cond:
+            replaced = key in self._items
+            if replaced:
+                self.dropped[key] += 1
+            self._items[key] = item
+            self._last_put[key] = self._clock()
+            self._cond.notify_all()
+            return replaced
+
+    def take_batch(self, timeout: float | None = None, window: float = 0.0) -> dict:
+        """{key: item} in ``keys`` order; {} on timeout / after ``close()``. After the first item
+        arrives, waits up to ``window`` seconds until every key that put something within the
+        last ``active_for`` seconds has an item (a silent camera does not delay the others)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
+                return {}
+            if window > 0 and not self._closed:
+                now = self._clock()
+                active = [k for k, t in self._last_put.items() if now - t <= self.active_for]
+                self._cond.wait_for(lambda: self._closed or all(k in self._items for k in active),
+                                    window)
+            if self._closed:
+                return {}
+            items = {k: self._items[k] for k in self.keys if k in self._items}
+            self._items.clear()
+            return items
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

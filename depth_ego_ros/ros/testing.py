@@ -248,10 +248,11 @@ def _publish_main(args) -> int:
     rclpy.init()
     node = Node('frame_publisher')
     compressed = args.encoding in ('jpeg', 'png')
-    pub = node.create_publisher(CompressedImage if compressed else Image, args.topic,
-                                qos_mod.profile(args.qos, max(1, args.depth)))
-    if not wait_until(lambda: pub.get_subscription_count() > 0, args.wait_match):
-        print(json.dumps({'error': f'no subscriber on {args.topic}'}), flush=True)
+    topics = args.topic if isinstance(args.topic, list) else [args.topic]
+    pubs = [node.create_publisher(CompressedImage if compressed else Image, t,
+                                  qos_mod.profile(args.qos, max(1, args.depth))) for t in topics]
+    if not wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs), args.wait_match):
+        print(json.dumps({'error': f'no subscriber on {topics}'}), flush=True)
         return 2
     time.sleep(args.settle)
     frames = [generated_frame(args.width, args.height, i) for i in range(min(args.count, 8))]
@@ -263,8 +264,9 @@ def _publish_main(args) -> int:
     for i in range(args.count):
         msg = msgs[i % len(msgs)]
         msg.header.frame_id = args.frame_id
-        msg.header.stamp = node.get_clock().now().to_msg()
-        pub.publish(msg)
+        for pub in pubs:             # every camera topic: the same frame, its own stamp
+            msg.header.stamp = node.get_clock().now().to_msg()
+            pub.publish(msg)
         stamps.append(conv.stamp_to_ns(msg.header.stamp))
         if period:
             delay = start + (i + 1) * period - time.monotonic()
@@ -334,7 +336,8 @@ def main(argv=None) -> int:
                                      description='frame publisher / listener processes for tests and benches')
     sub = parser.add_subparsers(dest='cmd', required=True)
     p = sub.add_parser('publish', help='publish generated frames, print their stamps as JSON')
-    p.add_argument('--topic', default='image')
+    p.add_argument('--topic', nargs='+', default='image',
+                   help='image topic(s); several = several cameras fed in the same loop')
     p.add_argument('--count', type=int, default=10)
     p.add_argument('--rate', type=float, default=0.0, help='Hz; 0 = as fast as possible')
     p.add_argument('--width', type=int, default=640)
