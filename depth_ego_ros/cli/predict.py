@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+# the names only (core.estimator imports torch: keep `depth-ego --help` fast)
+MODELS = ('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5', 'packnet01-w0.25')
+POSE_MODELS = ('monodepth2', 'posexp')
+
 HELP = 'depth maps (and chained camera poses) for image files'
 DESCRIPTION = """\
 Predict depth for each IMAGE and, for two or more images (taken as a sequence in the given
@@ -33,7 +37,13 @@ Translation is in the depth units.
 
 Intrinsics: give --K (9 numbers, row-major, pixels) or --fx [--fy --cx --cy] for the input
 images. Without them monodepth2's KITTI intrinsics scaled to each image are assumed (this only
-matters for --scale-mode camera_height).
+matters for --scale-mode camera_height), or with --learned-intrinsics the intrinsics head's
+estimate is used (printed at the end, written to OUTDIR/intrinsics.txt).
+
+Methods: --model resnet18|resnet50 (monodepth2) or packnet01|packnet01-w0.5|packnet01-w0.25
+(PackNet01; --checkpoint may then be a PackNet-SfM .ckpt file); --pose-model monodepth2|posexp
+(posexp also writes OUTDIR/<stem>_explainability.png, the SfMLearner mask, white = explained).
+Model, pose model and learned intrinsics default to what the checkpoint holds.
 """
 
 
@@ -42,19 +52,25 @@ def add_parser(subparsers):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('images', nargs='+', metavar='IMAGE', help='input images (PNG/JPEG/...), in sequence order')
     p.add_argument('--out', required=True, metavar='OUTDIR', help='output directory (created)')
-    p.add_argument('--checkpoint', metavar='DIR',
-                   help='monodepth2-layout checkpoint directory (encoder.pth, depth.pth, '
-                        '[pose_encoder.pth, pose.pth]). Without it the networks have RANDOM '
-                        'weights (only useful to test the pipeline)')
-    p.add_argument('--model', choices=['resnet18', 'resnet50'], default=None,
-                   help='encoder (default: detected from the checkpoint, else resnet18)')
+    p.add_argument('--checkpoint', metavar='DIR|CKPT',
+                   help='checkpoint directory (monodepth2 layout: encoder.pth, depth.pth, '
+                        '[pose_encoder.pth, pose.pth]; or the project\'s PackNet/PoseExpNet '
+                        'files, [intrinsics.pth]) or a PackNet-SfM .ckpt file. Without it the '
+                        'networks have RANDOM weights (only useful to test the pipeline)')
+    p.add_argument('--model', choices=list(MODELS), default=None,
+                   help='depth network (default: detected from the checkpoint, else resnet18)')
+    p.add_argument('--pose-model', choices=list(POSE_MODELS), default=None,
+                   help='pose network (default: detected from the checkpoint, else monodepth2)')
+    p.add_argument('--learned-intrinsics', action='store_true', default=None,
+                   help='use the intrinsics head (default: on when the checkpoint has '
+                        'intrinsics.pth); without --K/--fx the learned K is used')
     p.add_argument('--width', type=int, default=None,
                    help='network input width (default: from encoder.pth, else 640)')
     p.add_argument('--height', type=int, default=None,
                    help='network input height (default: from encoder.pth, else 192)')
     p.add_argument('--device', default='auto', help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument('--precision', choices=['fp32', 'fp16'], default='fp32')
-    p.add_argument('--backend', choices=['torch', 'onnxruntime'], default='torch')
+    p.add_argument('--backend', choices=['torch', 'onnxruntime', 'torchscript'], default='torch')
     p.add_argument('--min-depth', type=float, default=0.1, help='default 0.1 (monodepth2)')
     p.add_argument('--max-depth', type=float, default=100.0, help='default 100 (monodepth2)')
     p.add_argument('--scale-mode', choices=['none', 'fixed', 'camera_height'], default='none',
@@ -129,28 +145,32 @@ def run(args) -> int:
         return 2
 
     model, width, height = args.model, args.width, args.height
+    pose_model, learned = args.pose_model, args.learned_intrinsics
     if args.checkpoint:
         try:
-            meta = ckpt.read_encoder_meta(args.checkpoint)
+            meta = ckpt.read_checkpoint_meta(args.checkpoint)
         except ckpt.CheckpointError as exc:
             print(f'depth-ego predict: {exc}', file=sys.stderr)
             return 2
-        if model is None and meta['num_layers']:
-            model = f'resnet{meta["num_layers"]}'
+        model = model or meta['model']
+        pose_model = pose_model or meta['pose_model']
+        learned = meta['learned_intrinsics'] if learned is None else learned
         width = width or meta['width']
         height = height or meta['height']
     else:
         print('depth-ego predict: WARNING: no --checkpoint given: the networks have RANDOM '
               'weights, the depth maps and poses are MEANINGLESS (pipeline test only)',
               file=sys.stderr)
-    if args.K is None and args.fx is None:
+    use_learned_K = bool(learned) and args.K is None and args.fx is None
+    if args.K is None and args.fx is None and not use_learned_K:
         print('depth-ego predict: note: no --K/--fx given; assuming monodepth2\'s KITTI '
               'intrinsics scaled to each image (fx=0.58*W, fy=1.92*H, principal point at '
               'the centre)', file=sys.stderr)
 
     try:
         config = EstimatorConfig(
-            model=model or 'resnet18', width=width or 640, height=height or 192,
+            model=model or 'resnet18', pose_model=pose_model or 'monodepth2',
+            learned_intrinsics=bool(learned), width=width or 640, height=height or 192,
             device=args.device, precision=args.precision, backend=args.backend,
             min_depth=args.min_depth, max_depth=args.max_depth, scale_mode=args.scale_mode,
             scale_factor=args.scale_factor, camera_height=args.camera_height,
@@ -171,12 +191,16 @@ def run(args) -> int:
             return 2
         H, W = image.shape[:2]
         try:
-            result = estimator.infer(image, _intrinsics(args, W, H))
+            result = estimator.infer(image, None if use_learned_K else _intrinsics(args, W, H))
         except ValueError as exc:
             print(f'depth-ego predict: {path}: {exc}', file=sys.stderr)
             return 2
         np.save(out / f'{stem}_depth.npy', result.depth.astype(np.float32))
         Image.fromarray(colorize_disparity(result.depth)).save(out / f'{stem}_depth.png')
+        if result.explainability is not None:
+            from depth_ego_ros.core.networks.posexp_net import mask_to_mono8
+            Image.fromarray(mask_to_mono8(result.explainability)).save(
+                out / f'{stem}_explainability.png')
         if result.relative_pose is not None:
             rel.append(result.relative_pose)
         d = result.depth
@@ -191,4 +215,10 @@ def run(args) -> int:
             poses = chain_poses(np.stack(rel))
             write_tum_poses(out / 'poses.txt', poses)
             print(f'trajectory of {len(paths)} frames -> {out / "poses.txt"} (camera->world, TUM)')
+    if use_learned_K:
+        K = result.K        # the last image's: the running mean over all pairs so far
+        np.savetxt(out / 'intrinsics.txt', K, fmt='%.6f',
+                   header=f'learned K for {W}x{H} images (row-major, pixels)')
+        print(f'learned intrinsics ({W}x{H}): fx {K[0, 0]:.2f} fy {K[1, 1]:.2f} cx {K[0, 2]:.2f} '
+              f'cy {K[1, 2]:.2f} -> {out / "intrinsics.txt"}')
     return 0

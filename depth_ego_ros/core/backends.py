@@ -3,8 +3,10 @@
 Every runner has the same small interface, on torch tensors on the runner's device:
 
 * ``depth(image [B,3,H,W] float32 in [0,1]) -> disparity [B,1,H,W] float32`` (sigmoid output)
-* ``pose(pair [B,6,H,W] = [previous, current]) -> (axisangle [B,3], translation [B,3])`` float32,
-  monodepth2's first prediction (``T_curr_prev``)
+* ``pose(pair [B,6,H,W] = [previous, current]) -> (axisangle [B,3], translation [B,3], ...)``
+  float32: monodepth2's first prediction (``T_curr_prev``), or for the PoseExpNet adapter
+  ``T_prev_curr``; then the optional outputs the pose module lists in ``output_names``
+  (``intrinsics`` [B,4], ``explainability`` [B,1,H,W]; see export.POSE_OUTPUT_NAMES)
 * ``has_pose``, ``describe()`` (one line: backend, device, precision, providers), ``info`` (dict)
 
 so the Estimator's pre/post-processing, batching and scale logic do not depend on the backend.
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from .export import (ExportWrapperDepth, ExportWrapperPose, INPUT_NAMES, ONNX_OPSET, OUTPUT_NAMES,
-                     export_onnx, tensorrt_unavailable_reason)
+                     POSE_OUTPUT_NAMES, export_onnx, pose_output_shapes, tensorrt_unavailable_reason)
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +177,9 @@ class _DepthCall(nn.Module):
 
 
 class _PoseCall(nn.Module):
-    """PoseNet: the encoder under autocast, the decoder (squeeze, 3 convs, mean, x0.01) in
-    float32 - its small outputs lose digits in fp16."""
+    """PoseNet: the encoder under autocast, the decoder (squeeze, 3 convs, mean, x0.01) and a
+    learned-intrinsics head in float32 - their small outputs lose digits in fp16. Pose modules
+    without an encoder/decoder split (PoseExpNet adapter) run whole under autocast."""
 
     def __init__(self, net, device_type: str, amp: torch.dtype | None):
         super().__init__()
@@ -185,11 +188,30 @@ class _PoseCall(nn.Module):
     def forward(self, pair):
         if self.amp is None:
             return self.net(pair)
+        if not (hasattr(self.net, 'encoder') and hasattr(self.net, 'decoder')):
+            with torch.autocast(self.device_type, dtype=self.amp, cache_enabled=False):
+                outs = self.net(pair)
+            return tuple(o.float() for o in outs)
         with torch.autocast(self.device_type, dtype=self.amp, cache_enabled=False):
             last = self.net.encoder(pair)[-1]
         with torch.autocast(self.device_type, enabled=False):
-            axisangle, translation = self.net.decoder([[last.float()]])
-        return axisangle[:, 0, 0], translation[:, 0, 0]
+            last = last.float()
+            axisangle, translation = self.net.decoder([[last]])
+            outs = (axisangle[:, 0, 0], translation[:, 0, 0])
+            head = getattr(self.net, 'intrinsics', None)
+            if head is not None:
+                outs = outs + (torch.cat(head.normalized(last), 1),)
+        return outs
+
+
+def to_channels_last(net: nn.Module) -> nn.Module:
+    """channels_last for the 4-D parameters/buffers only (``Module.to(memory_format=)`` refuses
+    the 5-D weights of PackNet's 3-D convolutions)."""
+    with torch.no_grad():
+        for t in list(net.parameters()) + list(net.buffers()):
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return net
 
 
 class CudaGraphCache:
@@ -259,7 +281,8 @@ class TorchRunner:
                 net = net.to(self.device).eval()
                 if optimize:
                     optimize_module(net, self.device)
-                net = net.to(memory_format=self.memory_format)
+                if channels_last:
+                    net = to_channels_last(net)
             nets.append(net)
         self.depth_net, self.pose_net = nets
         amp = amp_dtype(precision)
@@ -401,6 +424,8 @@ class OrtRunner:
         self.depth_sess = ort.InferenceSession(str(depth_path), opts, providers=providers)
         self.pose_sess = (ort.InferenceSession(str(pose_path), opts, providers=providers)
                           if pose_path else None)
+        self.pose_outputs = ([o.name for o in self.pose_sess.get_outputs()]
+                             if self.pose_sess is not None else [])
         self.providers = list(self.depth_sess.get_providers())
         if self.device.type == 'cuda' and self.providers[0] != 'CUDAExecutionProvider':
             log.warning('ONNX Runtime did not take the CUDA provider (using %s)', self.providers)
@@ -431,7 +456,8 @@ class OrtRunner:
             if not pose_path.is_file():
                 log.info('exporting the pose net to %s', pose_path)
                 export_onnx(ExportWrapperPose(pose_net), torch.zeros(1, 6, height, width),
-                            pose_path, INPUT_NAMES['pose'][0], OUTPUT_NAMES['pose'])
+                            pose_path, INPUT_NAMES['pose'][0],
+                            list(getattr(pose_net, 'output_names', OUTPUT_NAMES['pose'])))
         runner = cls(depth_path, pose_path, device, num_threads)
         runner.depth_net, runner.pose_net = depth_net, pose_net     # the torch reference
         return runner
@@ -470,10 +496,9 @@ class OrtRunner:
         return disp
 
     def pose(self, pair):
-        b = pair.shape[0]
-        aa, t = self._run(self.pose_sess, INPUT_NAMES['pose'][0], pair,
-                          [(n, (b, 3)) for n in OUTPUT_NAMES['pose']])
-        return aa, t
+        b, _, h, w = pair.shape
+        return tuple(self._run(self.pose_sess, INPUT_NAMES['pose'][0], pair,
+                               pose_output_shapes(self.pose_outputs, b, h, w)))
 
 
 class TensorRTRunner:
@@ -494,6 +519,8 @@ class TensorRTRunner:
         self._runtime = trt.Runtime(self._logger)
         self._depth = self._load(depth_path)
         self._pose = self._load(pose_path) if pose_path else None
+        self.pose_outputs = ([n for n in POSE_OUTPUT_NAMES if n in self._pose[3]]
+                             if self._pose is not None else [])
         self.info = {'backend': self.name, 'device': str(self.device), 'precision': precision,
                      'tensorrt': trt.__version__, 'max_batch': self.max_batch}
         self.depth_net = self.pose_net = None
@@ -540,8 +567,7 @@ class TensorRTRunner:
         return self._run(self._depth, image, OUTPUT_NAMES['depth'])[0]
 
     def pose(self, pair):
-        aa, t = self._run(self._pose, pair, OUTPUT_NAMES['pose'])
-        return aa, t
+        return tuple(self._run(self._pose, pair, self.pose_outputs))
 
 
 def load_exported_runner(manifest: dict, device: torch.device, num_threads: int = 0,

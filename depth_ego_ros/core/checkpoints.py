@@ -27,7 +27,8 @@ from torch import nn
 __all__ = [
     'CheckpointError', 'ENCODER_FILE', 'DEPTH_FILE', 'POSE_ENCODER_FILE', 'POSE_FILE',
     'read_state_dict', 'load_into', 'save_monodepth2', 'load_monodepth2', 'read_encoder_meta',
-    'detect_num_layers', 'has_pose', 'state_dict_digest',
+    'detect_num_layers', 'has_pose', 'state_dict_digest', 'INTRINSICS_FILE', 'save_packnet_depth',
+    'save_posexp', 'save_intrinsics_head', 'read_checkpoint_meta', 'packnet_model_name',
 ]
 
 ENCODER_FILE = 'encoder.pth'
@@ -142,8 +143,15 @@ def detect_num_layers(state_dict: Mapping) -> int | None:
 
 def read_encoder_meta(directory: str | os.PathLike) -> dict:
     """``{'height', 'width', 'use_stereo', 'num_layers'}`` stored in ``directory/encoder.pth``
-    (values None where absent)."""
-    data = read_state_dict(Path(directory) / ENCODER_FILE)
+    (values None where absent). For the project's PackNet checkpoints (a directory without
+    encoder.pth whose depth.pth names a PackNet model, or a PackNet-SfM ``.ckpt`` file) the
+    resolution comes from depth.pth (None for .ckpt) and num_layers is None: use
+    :func:`read_checkpoint_meta` for the model name."""
+    d = Path(directory)
+    if d.is_file() or (d.is_dir() and not (d / ENCODER_FILE).is_file() and (d / DEPTH_FILE).is_file()):
+        m = read_checkpoint_meta(d)
+        return {'height': m['height'], 'width': m['width'], 'use_stereo': None, 'num_layers': None}
+    data = read_state_dict(d / ENCODER_FILE)
     meta = {k: data.get(k) for k in META_KEYS}
     for k in ('height', 'width'):
         if meta[k] is not None:
@@ -222,3 +230,117 @@ def state_dict_digest(*modules: nn.Module) -> str:
             t = v.detach().cpu().contiguous().reshape(-1)
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# the Estimator's other methods (PackNet01 depth, PoseExpNet pose, learned intrinsics)
+# ----------------------------------------------------------------------------------------------
+#: intrinsics head weights, beside pose.pth (optional)
+INTRINSICS_FILE = 'intrinsics.pth'
+#: metadata key naming the architecture in depth.pth / pose.pth / intrinsics.pth. The ResNet
+#: (monodepth2) files never carry it, so monodepth2 directories stay exactly monodepth2's.
+MODEL_KEY = 'model'
+
+
+def _tensors(module: nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def save_packnet_depth(directory: str | os.PathLike, net: nn.Module, *, model: str,
+                       height: int, width: int) -> Path:
+    """Write a PackNet01 depth network as ``directory/depth.pth``: its state dict plus
+    ``model`` (e.g. 'packnet01-w0.25'), ``height``/``width`` (training resolution) and the
+    constructor arguments ``packnet_version``, ``packnet_d``, ``packnet_min_depth``.
+    There is no encoder.pth in such a directory (PackNet01 is one network)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    data = _tensors(net)
+    data.update({MODEL_KEY: str(model), 'height': int(height), 'width': int(width),
+                 'packnet_version': str(net.version), 'packnet_d': int(net.d),
+                 'packnet_min_depth': float(net.min_depth)})
+    _atomic_save(data, d / DEPTH_FILE)
+    return d
+
+
+def save_posexp(directory: str | os.PathLike, net: nn.Module) -> Path:
+    """Write a PoseExpNet as ``directory/pose.pth`` (state dict + ``model='posexp'``,
+    ``num_sources``, ``output_exp``); no pose_encoder.pth."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    data = _tensors(net)
+    data.update({MODEL_KEY: 'posexp', 'num_sources': int(net.num_sources),
+                 'output_exp': bool(net.output_exp)})
+    _atomic_save(data, d / POSE_FILE)
+    return d
+
+
+def save_intrinsics_head(directory: str | os.PathLike, head: nn.Module,
+                         running: dict | None = None) -> Path:
+    """Write an IntrinsicsHead as ``directory/intrinsics.pth`` (state dict + ``in_channels``
+    and, optionally, a RunningIntrinsics state under ``running_*`` keys)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    data = _tensors(head)
+    data.update({MODEL_KEY: 'intrinsics_head', 'in_channels': int(head.in_channels)})
+    if running and running.get('value') is not None:
+        data['running_value'] = [float(v) for v in running['value']]
+        data['running_count'] = int(running.get('count', 0))
+    _atomic_save(data, d / INTRINSICS_FILE)
+    return d
+
+
+def _meta_of(path: Path) -> dict:
+    data = read_state_dict(path)
+    return {k: v for k, v in data.items() if not torch.is_tensor(v)}
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict:
+    """What a checkpoint holds, for choosing the Estimator's configuration.
+
+    ``path``: a checkpoint directory (monodepth2 layout, or the project's PackNet/PoseExpNet
+    files) or a PackNet-SfM ``.ckpt`` file. Returns ``{'model', 'pose_model', 'height',
+    'width', 'learned_intrinsics', 'kind'}`` (values None where unknown); kind is
+    'monodepth2', 'packnet_dir' or 'packnet_ckpt'. CheckpointError when it is none of these.
+    """
+    p = Path(path)
+    meta = {'model': None, 'pose_model': None, 'height': None, 'width': None,
+            'learned_intrinsics': False, 'kind': None}
+    if p.is_file():
+        from .packnet_checkpoint import infer_packnet_args, read_packnet_ckpt, extract_depth_state_dict
+        data = read_packnet_ckpt(p)
+        try:
+            sd, _, _ = extract_depth_state_dict(data['state_dict'])
+        except CheckpointError as exc:
+            raise CheckpointError(f'{p}: {exc}') from None
+        w = infer_packnet_args(sd, data['config']).get('width', 1.0)
+        meta.update(model=packnet_model_name(w), kind='packnet_ckpt')
+        return meta
+    if not p.is_dir():
+        raise CheckpointError(f'{p}: checkpoint directory (or .ckpt file) not found')
+    if (p / ENCODER_FILE).is_file():
+        enc = read_encoder_meta(p)
+        meta.update(height=enc['height'], width=enc['width'], kind='monodepth2',
+                    model=f'resnet{enc["num_layers"]}' if enc['num_layers'] else None)
+    elif (p / DEPTH_FILE).is_file():
+        m = _meta_of(p / DEPTH_FILE)
+        if not str(m.get(MODEL_KEY, '')).startswith('packnet01'):
+            raise CheckpointError(f'{p}: {ENCODER_FILE} missing and {DEPTH_FILE} names no '
+                                  f'PackNet model (key {MODEL_KEY!r}: {m.get(MODEL_KEY)!r})')
+        meta.update(model=m[MODEL_KEY], height=m.get('height'), width=m.get('width'),
+                    kind='packnet_dir')
+    else:
+        raise CheckpointError(f'{p}: neither {ENCODER_FILE} nor {DEPTH_FILE} found')
+    if (p / POSE_FILE).is_file():
+        pm = _meta_of(p / POSE_FILE)
+        if pm.get(MODEL_KEY) == 'posexp':
+            meta['pose_model'] = 'posexp'
+        elif (p / POSE_ENCODER_FILE).is_file():
+            meta['pose_model'] = 'monodepth2'
+    meta['learned_intrinsics'] = (p / INTRINSICS_FILE).is_file()
+    return meta
+
+
+def packnet_model_name(width: float) -> str:
+    """Estimator model name of a PackNet01 channel width (1.0 -> 'packnet01')."""
+    w = float(width)
+    return 'packnet01' if w == 1.0 else f'packnet01-w{w:g}'

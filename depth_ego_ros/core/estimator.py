@@ -27,6 +27,7 @@ Checkpoints use monodepth2's directory layout (see :mod:`depth_ego_ros.core.chec
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -50,16 +51,25 @@ from .export import ONNX_OPSET, export_onnx, read_manifest
 from .geometry import backproject, intrinsics_for_resize, pose_vec_to_mat
 from .networks.depth_decoder import DepthDecoder, disp_to_depth
 from .networks.pose_decoder import PoseDecoder
+from .networks.intrinsics_head import IntrinsicsHead, RunningIntrinsics
+from .networks.packnet import PACKNET_MIN_DEPTH, PackNet01, packnet_disp_to_depth
+from .networks.posexp_net import PoseExpNet
 from .networks.resnet_encoder import ResnetEncoder, parse_num_layers
 
 __all__ = ['EstimatorConfig', 'Estimator', 'EstimatorOutput', 'Frame', 'DepthNet', 'PoseNet',
+           'PackNetDepth', 'PoseExpPose', 'MODELS', 'POSE_MODELS', 'save_networks',
            'build_networks', 'fit_ground_plane', 'colorize_disparity', 'default_intrinsics',
            'split_cloud', 'export_onnx', 'default_cache_dir', 'MONODEPTH2_KITTI_K', 'ENCODINGS',
            'ONNX_OPSET']
 
 log = logging.getLogger(__name__)
 
-_MODELS = ('resnet18', 'resnet50')
+#: EstimatorConfig.model: depth network (the ResNet models also name the pose encoder)
+PACKNET_WIDTHS = {'packnet01': 1.0, 'packnet01-w0.5': 0.5, 'packnet01-w0.25': 0.25}
+MODELS = ('resnet18', 'resnet50') + tuple(PACKNET_WIDTHS)
+#: EstimatorConfig.pose_model
+POSE_MODELS = ('monodepth2', 'posexp')
+_MODELS = MODELS
 _SCALE_MODES = ('none', 'fixed', 'camera_height', 'speed')
 
 #: monodepth2's KITTI intrinsics, normalised by the image size (fx/W, fy/H, cx/W, cy/H)
@@ -77,7 +87,14 @@ MIN_SPEED = 0.05
 class EstimatorConfig:
     """Estimator settings (validated on construction; ValueError says what is wrong).
 
-    model: 'resnet18' | 'resnet50' (encoders of both nets).
+    model: depth network: 'resnet18' | 'resnet50' (monodepth2; also the pose encoder) |
+        'packnet01' | 'packnet01-w0.5' | 'packnet01-w0.25' (PackNet01 at that channel width; the
+        pose net is then monodepth2's ResNet-18 one, or PoseExpNet with pose_model='posexp').
+    pose_model: 'monodepth2' (ResNet pose encoder + decoder) | 'posexp' (SfMLearner's PoseExpNet:
+        also gives the explainability mask of each frame in ``EstimatorOutput.explainability``).
+    learned_intrinsics: an intrinsics head on the pose network's bottleneck predicts K; infer /
+        infer_batch / depth_only then accept ``K=None`` and use the camera's running average of
+        the learned K (``EstimatorOutput.K`` says which K was used).
     width, height: network input resolution (multiples of 32). Images of any size are resized
         to it; depth is returned at the input size. With ``exported_model_dir`` the exported
         resolution is used (a different value here is logged and replaced).
@@ -115,6 +132,8 @@ class EstimatorConfig:
         (fixed shapes: the network resolution and the batch size). Ignored on the CPU.
     """
     model: str = 'resnet18'
+    pose_model: str = 'monodepth2'
+    learned_intrinsics: bool = False
     width: int = 640
     height: int = 192
     device: str = 'auto'
@@ -138,8 +157,12 @@ class EstimatorConfig:
         self.validate()
 
     def validate(self) -> 'EstimatorConfig':
-        if self.model not in _MODELS:
-            raise ValueError(f'model must be one of {_MODELS}, got {self.model!r}')
+        if self.model not in MODELS:
+            raise ValueError(f'model must be one of {", ".join(MODELS)}; got {self.model!r}')
+        if self.pose_model not in POSE_MODELS:
+            raise ValueError(f'pose_model must be one of {", ".join(POSE_MODELS)}; got {self.pose_model!r}')
+        if not isinstance(self.learned_intrinsics, bool):
+            raise ValueError(f'learned_intrinsics must be a bool, got {self.learned_intrinsics!r}')
         for name in ('width', 'height'):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 or v % 32:
@@ -196,6 +219,11 @@ class EstimatorOutput:
     timings: milliseconds per stage: preprocess, depth, pose, postprocess, total (for
         ``infer_batch``: of the whole batch).
     camera_id, stamp: as given with the frame.
+    K: float64 3x3, the intrinsics actually used for this frame at the input resolution (the
+        given K, or with ``learned_intrinsics`` and K=None the learned one).
+    explainability: float32 HxW at network resolution in [0,1] (pose_model 'posexp': the mask
+        of the current frame w.r.t. the previous one, 1 = explained by the rigid warp), or None
+        (other pose models, first frame of a camera, depth_only).
     """
     depth: np.ndarray
     disparity: np.ndarray
@@ -204,17 +232,28 @@ class EstimatorOutput:
     timings: dict = field(default_factory=dict)
     camera_id: Hashable = None
     stamp: float | None = None
+    K: np.ndarray | None = None
+    explainability: np.ndarray | None = None
 
 
 class Frame(NamedTuple):
     """One camera frame for :meth:`Estimator.infer_batch` (a plain tuple
     ``(image, K, stamp, speed, camera_id)`` works the same)."""
     image: np.ndarray
-    K: np.ndarray
+    K: np.ndarray | None = None
     stamp: float | None = None
     speed: float | None = None
     camera_id: Hashable = None
     encoding: str = 'rgb8'
+
+
+def _K_from_normalized(v, width: float, height: float) -> np.ndarray:
+    """(fx/W, fy/H, ox, oy) (the intrinsics head's normalised output) -> 3x3 float64 K for a
+    width x height image (pixel centres at integers, as IntrinsicsHead)."""
+    fx, fy, ox, oy = (float(a) for a in v)
+    return np.array([[fx * width, 0.0, (0.5 + ox) * width - 0.5],
+                     [0.0, fy * height, (0.5 + oy) * height - 0.5],
+                     [0.0, 0.0, 1.0]])
 
 
 def _finite(x) -> bool:
@@ -239,46 +278,265 @@ class DepthNet(nn.Module):
         return self.decoder(self.encoder(image))[0]
 
 
+class PackNetDepth(nn.Module):
+    """PackNet01 in the DepthNet role: image [B,3,H,W] in [0,1] -> finest sigmoid output
+    [B,1,H,W] (``net(image)[0]``). Its depth convention is PackNet-SfM's (inverse depth =
+    sigmoid / ``net.min_depth``): convert with :meth:`disp_to_depth`, not monodepth2's."""
+
+    def __init__(self, net: PackNet01):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image):
+        return self.net(image)[0]
+
+    def disp_to_depth(self, disp, min_depth: float = 0.1, max_depth: float = 100.0):
+        return self.net.disp_to_depth(disp, min_depth, max_depth)
+
+
 class PoseNet(nn.Module):
     """Pose encoder (2 stacked frames) + decoder: pair [B,6,H,W] = [frame_a, frame_b] in [0,1]
-    -> (axisangle [B,3], translation [B,3]) of ``T_b_a`` (monodepth2's first prediction)."""
+    -> (axisangle [B,3], translation [B,3]) of ``T_b_a`` (monodepth2's first prediction).
 
-    def __init__(self, encoder: ResnetEncoder, decoder: PoseDecoder):
+    With an ``intrinsics`` head (learned intrinsics) a third output [B,4] =
+    (fx/W, fy/H, ox, oy) from the encoder's last feature (IntrinsicsHead.normalized)."""
+
+    def __init__(self, encoder: ResnetEncoder, decoder: PoseDecoder,
+                 intrinsics: IntrinsicsHead | None = None):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.intrinsics = intrinsics
+        self.output_names = ('axisangle', 'translation') + (('intrinsics',) if intrinsics else ())
 
     def forward(self, pair):
-        axisangle, translation = self.decoder([self.encoder(pair)])
-        return axisangle[:, 0, 0], translation[:, 0, 0]
+        feats = self.encoder(pair)
+        axisangle, translation = self.decoder([feats])
+        outs = (axisangle[:, 0, 0], translation[:, 0, 0])
+        if self.intrinsics is not None:
+            outs = outs + (torch.cat(self.intrinsics.normalized(feats[-1]), 1),)
+        return outs
+
+
+class PoseExpPose(nn.Module):
+    """PoseExpNet in the pose role: pair [B,6,H,W] = [previous, current] -> target = current,
+    source(s) = previous; outputs (axisangle [B,3], translation [B,3]) of ``T_prev_curr``
+    (PoseExpNet's ``T_src_tgt``: NO inversion, unlike monodepth2's PoseNet), then optionally
+    ``intrinsics`` [B,4] (head on the 256-channel bottleneck) and ``explainability``
+    [B,1,H,W] (mask of the current frame w.r.t. the previous one, in [0,1]).
+    A network trained with N > 1 sources gets the previous frame as every source; source 0's
+    pose and mask are returned."""
+    pose_is_prev_curr = True
+
+    def __init__(self, net: PoseExpNet, intrinsics: IntrinsicsHead | None = None):
+        super().__init__()
+        self.net = net
+        self.intrinsics = intrinsics
+        self.output_names = ('axisangle', 'translation') + \
+            (('intrinsics',) if intrinsics is not None else ()) + \
+            (('explainability',) if net.output_exp else ())
+
+    def forward(self, pair):
+        prev, cur = pair[:, :3], pair[:, 3:]
+        out = self.net(cur, [prev] * self.net.num_sources)
+        outs = (out['axisangle'][:, 0], out['translation'][:, 0])
+        if self.intrinsics is not None:
+            outs = outs + (torch.cat(self.intrinsics.normalized(out['bottleneck']), 1),)
+        if self.net.output_exp:
+            outs = outs + (out['masks'][0][:, :1],)
+        return outs
+
+
+def _load_or_hint(module, path, hint):
+    try:
+        return ckpt.load_into(module, path)
+    except ckpt.CheckpointError as exc:
+        h = hint()
+        raise ckpt.CheckpointError(f'{exc}; {h}' if h else str(exc)) from None
+
+
+def _checkpoint_hint(checkpoint, model: str, pose_model: str) -> str:
+    """'the checkpoint holds ...: use model=...' when its files say another architecture."""
+    try:
+        m = ckpt.read_checkpoint_meta(checkpoint)
+    except (ckpt.CheckpointError, OSError):
+        return ''
+    hints = []
+    if m['model'] and m['model'] != model:
+        hints.append(f"model={m['model']!r}")
+    if m['pose_model'] and m['pose_model'] != pose_model:
+        hints.append(f"pose_model={m['pose_model']!r}")
+    return f'the checkpoint holds other networks: use {", ".join(hints)}' if hints else ''
 
 
 def build_networks(model: str = 'resnet18', checkpoint: str | os.PathLike | None = None,
-                   with_pose: bool = True, seed: int = 0):
-    """Create (DepthNet, PoseNet | None, meta) in eval mode on the CPU.
+                   with_pose: bool = True, seed: int = 0, pose_model: str = 'monodepth2',
+                   learned_intrinsics: bool = False):
+    """Create (DepthNet | PackNetDepth, PoseNet | PoseExpPose | None, meta) in eval mode on the CPU.
 
-    With a checkpoint directory the weights are loaded from it (CheckpointError if they do not
-    fit; PoseNet is None when the directory has no pose files). Without one the weights are
-    random but reproducible (seeded, without touching the global RNG state).
-    meta: encoder.pth's {'height', 'width', 'use_stereo'} (empty without a checkpoint).
+    model: resnet18 / resnet50 (monodepth2 depth + pose nets) or packnet01 / packnet01-w0.5 /
+        packnet01-w0.25 (PackNet01 depth; the pose net stays monodepth2's ResNet-18 one unless
+        ``pose_model='posexp'``).
+    checkpoint: a directory (monodepth2 layout; for PackNet a depth.pth written by
+        :func:`~depth_ego_ros.core.checkpoints.save_packnet_depth`; PoseExpNet in pose.pth by
+        ``save_posexp``; the intrinsics head in intrinsics.pth) or, for PackNet, a PackNet-SfM
+        ``.ckpt`` file (depth only). Weights are loaded from it (CheckpointError if they do not
+        fit, with a hint when the files hold another architecture); the pose net is None when
+        the checkpoint has none. Without one the weights are random but reproducible (seeded,
+        without touching the global RNG state).
+    learned_intrinsics: add an IntrinsicsHead on the pose encoder's bottleneck (loaded from
+        intrinsics.pth when the checkpoint has one, else its prior: fx = W, fy = H, centred).
+    meta: encoder.pth's {'height', 'width', 'use_stereo'} for ResNet checkpoints (empty without
+        a checkpoint); for PackNet checkpoints what the files say ('model', 'height', 'width',
+        'packnet' constructor args, 'intrinsics_running' when stored).
     """
-    n = parse_num_layers(model)
+    if model not in MODELS:
+        raise ValueError(f'model must be one of {MODELS}, got {model!r}')
+    if pose_model not in POSE_MODELS:
+        raise ValueError(f'pose_model must be one of {POSE_MODELS}, got {pose_model!r}')
+    packnet = model in PACKNET_WIDTHS
+    d = Path(checkpoint) if checkpoint is not None else None
+    def hint() -> str:       # only read the checkpoint's other files when something is wrong
+        return _checkpoint_hint(d, model, pose_model) if d is not None else ''
+    meta: dict = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        enc = ResnetEncoder(n, num_input_images=1)
-        dec = DepthDecoder(enc.num_ch_enc)
-        penc = pdec = None
+        if packnet:
+            depth_net = PackNetDepth(PackNet01(width=PACKNET_WIDTHS[model]))
+            pose_layers = 18
+        else:
+            enc = ResnetEncoder(parse_num_layers(model), num_input_images=1)
+            depth_net = DepthNet(enc, DepthDecoder(enc.num_ch_enc))
+            pose_layers = parse_num_layers(model)
+        pose_net = None
         if with_pose:
-            penc = ResnetEncoder(n, num_input_images=2)
-            pdec = PoseDecoder(penc.num_ch_enc, num_input_features=1, num_frames_to_predict_for=2)
-    meta = {}
-    if checkpoint is not None:
-        if with_pose and not ckpt.has_pose(checkpoint):
-            penc = pdec = None
-        meta = ckpt.load_monodepth2(checkpoint, enc, dec, penc, pdec)
-    depth_net = DepthNet(enc, dec).eval()
-    pose_net = PoseNet(penc, pdec).eval() if penc is not None else None
+            if pose_model == 'posexp':
+                pose_net = PoseExpPose(PoseExpNet(num_sources=1, output_exp=True))
+            else:
+                penc = ResnetEncoder(pose_layers, num_input_images=2)
+                pose_net = PoseNet(penc, PoseDecoder(penc.num_ch_enc, num_input_features=1,
+                                                     num_frames_to_predict_for=2))
+
+    if d is not None:
+        # ---- depth
+        if packnet and d.is_file():
+            from .packnet_checkpoint import load_packnet_checkpoint
+            net, info = load_packnet_checkpoint(d)
+            if net.width != PACKNET_WIDTHS[model]:
+                raise ckpt.CheckpointError(
+                    f'{d}: the checkpoint holds PackNet01(width={net.width:g}): use '
+                    f'model={ckpt.packnet_model_name(net.width)!r}')
+            depth_net = PackNetDepth(net)
+            meta = {'model': model, 'packnet': info['args'], 'source': 'packnet_ckpt'}
+            pose_net = None            # a PackNet-SfM .ckpt carries no pose net of ours
+            if learned_intrinsics:
+                log.warning('%s: a .ckpt file has no pose network: learned intrinsics unavailable', d)
+        elif d.is_file():
+            raise ckpt.CheckpointError(f"{d}: a file checkpoint is a PackNet-SfM .ckpt (use model="
+                                       f"'packnet01...'); {model} needs a monodepth2 checkpoint directory")
+        elif not d.is_dir():
+            raise ckpt.CheckpointError(f'{d}: checkpoint directory not found')
+        elif packnet:
+            path = d / ckpt.DEPTH_FILE
+            extras = ckpt.read_state_dict(path) if path.is_file() else None
+            if extras is None or not str(extras.get(ckpt.MODEL_KEY, '')).startswith('packnet01'):
+                raise ckpt.CheckpointError(
+                    f'{d}: no PackNet depth network ({ckpt.DEPTH_FILE} with a {ckpt.MODEL_KEY!r} '
+                    f'entry naming a packnet01 model)' + (f'; {hint()}' if hint() else ''))
+            if extras[ckpt.MODEL_KEY] != model:
+                raise ckpt.CheckpointError(f'{path}: holds {extras[ckpt.MODEL_KEY]}: use '
+                                           f'model={extras[ckpt.MODEL_KEY]!r}')
+            net = PackNet01(version=extras.get('packnet_version', 'A'), width=PACKNET_WIDTHS[model],
+                            d=int(extras.get('packnet_d', 8)),
+                            min_depth=float(extras.get('packnet_min_depth', PACKNET_MIN_DEPTH)))
+            ckpt.load_into(net, path, extras)
+            depth_net = PackNetDepth(net)
+            meta = {'model': model, 'height': extras.get('height'), 'width': extras.get('width'),
+                    'source': 'packnet_dir'}
+        else:
+            if not (d / ckpt.ENCODER_FILE).is_file() and hint():
+                raise ckpt.CheckpointError(f'{d}: {ckpt.ENCODER_FILE} not found; {hint()}')
+            meta = ckpt.load_monodepth2(d, depth_net.encoder, depth_net.decoder)
+        # ---- pose
+        if pose_net is not None and d.is_dir():
+            pose_path = d / ckpt.POSE_FILE
+            if not pose_path.is_file():
+                pose_net = None
+            else:
+                pdata = ckpt.read_state_dict(pose_path)
+                is_posexp = pdata.get(ckpt.MODEL_KEY) == 'posexp'
+                if pose_model == 'posexp':
+                    if not is_posexp:
+                        raise ckpt.CheckpointError(
+                            f"{pose_path}: not a PoseExpNet (no {ckpt.MODEL_KEY}='posexp' entry)"
+                            + (f'; {hint()}' if hint() else "; use pose_model='monodepth2'"))
+                    n_src = int(pdata.get('num_sources', 1))
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(seed)
+                        net = PoseExpNet(num_sources=n_src, output_exp=bool(pdata.get('output_exp', True)))
+                    ckpt.load_into(net, pose_path, pdata)
+                    if n_src > 1:
+                        log.info('%s: PoseExpNet trained with %d sources: the previous frame is given '
+                                 'as every source, source 0 pose/mask used', pose_path, n_src)
+                    pose_net = PoseExpPose(net)
+                elif is_posexp:
+                    raise ckpt.CheckpointError(f"{pose_path}: holds a PoseExpNet: use pose_model='posexp'")
+                elif not ckpt.has_pose(d):
+                    pose_net = None
+                else:
+                    _load_or_hint(pose_net.encoder, d / ckpt.POSE_ENCODER_FILE, hint)
+                    ckpt.load_into(pose_net.decoder, pose_path, pdata)
+    # ---- learned intrinsics
+    if learned_intrinsics and pose_net is not None:
+        if isinstance(pose_net, PoseExpPose):
+            channels = 256
+        else:
+            channels = int(pose_net.encoder.num_ch_enc[-1])
+        head = IntrinsicsHead(channels)
+        ipath = d / ckpt.INTRINSICS_FILE if d is not None and d.is_dir() else None
+        if ipath is not None and ipath.is_file():
+            idata = ckpt.read_state_dict(ipath)
+            if int(idata.get('in_channels', channels)) != channels:
+                raise ckpt.CheckpointError(f'{ipath}: intrinsics head for a {idata.get("in_channels")}'
+                                           f'-channel bottleneck, the pose network has {channels}')
+            ckpt.load_into(head, ipath, idata)
+            if idata.get('running_value') is not None:
+                meta['intrinsics_running'] = list(idata['running_value'])
+        elif d is not None:
+            log.warning('checkpoint %s has no %s: the intrinsics head starts from its prior '
+                        '(fx = W, fy = H, centred principal point)', d, ckpt.INTRINSICS_FILE)
+        if isinstance(pose_net, PoseExpPose):
+            pose_net = PoseExpPose(pose_net.net, head)
+        else:
+            pose_net = PoseNet(pose_net.encoder, pose_net.decoder, head)
+    depth_net.eval()
+    if pose_net is not None:
+        pose_net.eval()
     return depth_net, pose_net, meta
+
+
+def save_networks(directory, depth_net, pose_net=None, *, model: str, height: int, width: int,
+                  running_intrinsics: dict | None = None) -> Path:
+    """Write networks built by :func:`build_networks` so that it loads them back: monodepth2
+    layout for the ResNet models, ``depth.pth`` with a ``model`` entry for PackNet, ``pose.pth``
+    with ``model='posexp'`` for PoseExpNet, ``intrinsics.pth`` for an intrinsics head."""
+    d = Path(directory)
+    if isinstance(depth_net, PackNetDepth):
+        ckpt.save_packnet_depth(d, depth_net.net, model=model, height=height, width=width)
+        if isinstance(pose_net, PoseNet):
+            d.mkdir(parents=True, exist_ok=True)
+            ckpt._atomic_save(ckpt._tensors(pose_net.encoder), d / ckpt.POSE_ENCODER_FILE)
+            ckpt._atomic_save(ckpt._tensors(pose_net.decoder), d / ckpt.POSE_FILE)
+    else:
+        ckpt.save_monodepth2(d, depth_net.encoder, depth_net.decoder,
+                             *((pose_net.encoder, pose_net.decoder) if isinstance(pose_net, PoseNet)
+                               else (None, None)), height=height, width=width)
+    if isinstance(pose_net, PoseExpPose):
+        ckpt.save_posexp(d, pose_net.net)
+    head = getattr(pose_net, 'intrinsics', None) if pose_net is not None else None
+    if head is not None:
+        ckpt.save_intrinsics_head(d, head, running_intrinsics)
+    return d
 
 # ----------------------------------------------------------------------------------------------
 # scale helpers
@@ -403,13 +661,14 @@ _ALL = object()                           # reset(): every camera
 class _CameraState:
     """Per-camera state: the previous frame (network input on the device) and its stamp for the
     pose net, and the running metric scale estimate."""
-    __slots__ = ('prev', 'prev_stamp', 'scale', 'rng')
+    __slots__ = ('prev', 'prev_stamp', 'scale', 'rng', 'intrinsics')
 
     def __init__(self):
         self.prev: torch.Tensor | None = None
         self.prev_stamp: float | None = None
         self.scale: float | None = None
         self.rng = np.random.default_rng(0)
+        self.intrinsics: RunningIntrinsics | None = None   # learned K (plain mean of the pairs)
 
 
 class Estimator:
@@ -435,6 +694,12 @@ class Estimator:
             if manifest['model'] != config.model:
                 log.info('exported model is %s (config says %s)', manifest['model'], config.model)
                 config.model = manifest['model']
+            for key, default in (('pose_model', 'monodepth2'), ('learned_intrinsics', False)):
+                value = manifest.get(key, default)
+                if getattr(config, key) != value:
+                    log.info('exported model has %s=%r (config says %r)', key, value,
+                             getattr(config, key))
+                    setattr(config, key, value)
             if (manifest['width'], manifest['height']) != (config.width, config.height):
                 log.warning('exported models run at %sx%s; using that instead of %sx%s',
                             manifest['width'], manifest['height'], config.width, config.height)
@@ -494,20 +759,42 @@ class Estimator:
                             'poses are meaningless', manifest['directory'])
             self.runner = load_exported_runner(manifest, self.device, config.num_threads,
                                                config.optimize)
+            self._pose_outputs = list(manifest.get('pose_outputs') or ('axisangle', 'translation'))
+            net_min_depth = manifest.get('packnet_min_depth')
         else:
             if self.checkpoint is None:
                 log.warning('Estimator: no checkpoint given, the networks have RANDOM weights: '
-                            'depth and poses are meaningless (give a monodepth2 checkpoint directory)')
-            depth_net, pose_net, meta = build_networks(config.model, self.checkpoint)
+                            'depth and poses are meaningless (give a checkpoint directory or PackNet .ckpt)')
+            depth_net, pose_net, meta = build_networks(
+                config.model, self.checkpoint, pose_model=config.pose_model,
+                learned_intrinsics=config.learned_intrinsics)
             self.checkpoint_meta = meta
-            if self.checkpoint is not None and pose_net is None:
+            self._pose_outputs = list(getattr(pose_net, 'output_names', ('axisangle', 'translation')))
+            net_min_depth = depth_net.net.min_depth if isinstance(depth_net, PackNetDepth) else None
+            if self.checkpoint is not None and pose_net is None and self.checkpoint.is_file():
+                log.warning('%s is a PackNet-SfM .ckpt (depth network only): relative poses will '
+                            'be None', self.checkpoint)
+            elif self.checkpoint is not None and pose_net is None:
                 log.warning('checkpoint %s has no pose networks (%s, %s): relative poses will be None',
                             self.checkpoint, ckpt.POSE_ENCODER_FILE, ckpt.POSE_FILE)
             if meta.get('width') and (meta['width'], meta['height']) != (config.width, config.height):
                 log.info('checkpoint was trained at %sx%s; running at %sx%s',
                          meta['width'], meta['height'], config.width, config.height)
-            self.runner = self._make_runner(backend, depth_net, pose_net)
+            self.runner = self._make_runner(backend, depth_net, pose_net, net_min_depth)
         self.has_pose = bool(self.runner.has_pose)
+        # disparity -> depth: monodepth2's (ResNet) or PackNet-SfM's inverse-depth convention
+        self._disp_to_depth = disp_to_depth if net_min_depth is None else \
+            functools.partial(packnet_disp_to_depth, net_min_depth=float(net_min_depth))
+        # monodepth2's PoseNet predicts T_curr_prev for [prev, curr] (inverted below);
+        # PoseExpNet (target = current, source = previous) predicts T_prev_curr directly
+        self._pose_invert = config.pose_model != 'posexp'
+        if config.learned_intrinsics and 'intrinsics' not in self._pose_outputs:
+            raise ValueError('learned_intrinsics needs a pose network with an intrinsics head, '
+                             f'but {"the exported models" if manifest else "the checkpoint"} '
+                             'provide none (no pose network / exported without intrinsics)')
+        self._intrinsics_prior = self.checkpoint_meta.get('intrinsics_running')
+        if getattr(self, '_fallback_reason', None):
+            why = f'{why}; {self._fallback_reason}; fell back to torch'
         self.backend_info = dict(self.runner.info, requested=requested_backend, reason=why)
         log.info('Estimator: %s %dx%d, %s (%s)', config.model, config.width, config.height,
                  self.runner.describe(), why)
@@ -518,14 +805,28 @@ class Estimator:
         self._rays: dict[tuple, torch.Tensor] = {}
         self.reset()
 
-    def _make_runner(self, backend, depth_net, pose_net):
+    def _make_runner(self, backend, depth_net, pose_net, net_min_depth=None):
         cfg = self.config
-        if backend == 'onnxruntime':
-            return OrtRunner.from_nets(depth_net, pose_net, self.device, cfg.width, cfg.height,
-                                       cfg.model, cfg.cache_dir, cfg.num_threads)
-        if backend == 'torchscript':
-            return TorchScriptRunner.from_nets(depth_net, pose_net, self.device, cfg.precision,
-                                               cfg.optimize, (cfg.height, cfg.width))
+        tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
+            ('-K' if cfg.learned_intrinsics else '')
+        if backend in ('onnxruntime', 'torchscript'):
+            try:
+                if backend == 'onnxruntime':
+                    return OrtRunner.from_nets(depth_net, pose_net, self.device, cfg.width,
+                                               cfg.height, tag, cfg.cache_dir, cfg.num_threads)
+                return TorchScriptRunner.from_nets(depth_net, pose_net, self.device, cfg.precision,
+                                                   cfg.optimize, (cfg.height, cfg.width))
+            except Exception as exc:   # export/trace failure of a network: torch still runs it
+                if cfg.model in ('resnet18', 'resnet50') and cfg.pose_model == 'monodepth2' \
+                        and not cfg.learned_intrinsics:
+                    raise
+                log.warning('backend %s failed for %s (%s: %s); falling back to torch', backend,
+                            tag, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else '')
+                self._fallback_reason = f'{backend} failed: {type(exc).__name__}: {exc}'
+                depth_net, pose_net, _ = build_networks(
+                    cfg.model, self.checkpoint, pose_model=cfg.pose_model,
+                    learned_intrinsics=cfg.learned_intrinsics)
+                cfg.backend = 'torch'
         return TorchRunner(depth_net, pose_net, self.device, cfg.precision, cfg.channels_last,
                            cfg.optimize, cfg.compile, cfg.cuda_graphs)
 
@@ -618,7 +919,14 @@ class Estimator:
                 hash(f.camera_id)
             except TypeError:
                 raise ValueError(f'camera_id must be hashable, got {type(f.camera_id).__name__}') from None
-            return Frame(self._check_image(f.image, f.encoding), self._check_K(f.K),
+            if f.K is None:
+                if not self.config.learned_intrinsics:
+                    raise ValueError('K is None: give the camera intrinsics (3x3, pixels), or '
+                                     'use learned_intrinsics=True to run without them')
+                K = None
+            else:
+                K = self._check_K(f.K)
+            return Frame(self._check_image(f.image, f.encoding), K,
                          self._check_number('stamp', f.stamp), self._check_number('speed', f.speed),
                          f.camera_id, f.encoding)
         except ValueError as exc:
@@ -730,36 +1038,19 @@ class Estimator:
             self._sync()
             t1 = time.perf_counter()
             disp = self.runner.depth(x).float()                  # one network call
-            scaled, _ = disp_to_depth(disp, cfg.min_depth, cfg.max_depth)   # float32
+            scaled, _ = self._disp_to_depth(disp, cfg.min_depth, cfg.max_depth)   # float32
             self._sync()
             t2 = time.perf_counter()
 
             T = [None] * n
-            if with_pose and self.has_pose:
-                # the previous frame of each camera: earlier in this batch, else its state
-                pair_idx, prevs, last_in_batch = [], [], {}
-                for i, f in enumerate(frames):
-                    if f.camera_id in last_in_batch:
-                        prev = x[last_in_batch[f.camera_id]]
-                    else:
-                        st = self._cams.get(f.camera_id)
-                        prev = st.prev if st is not None else None
-                    if prev is not None:
-                        pair_idx.append(i)
-                        prevs.append(prev)
-                    last_in_batch[f.camera_id] = i
-                if pair_idx:
-                    cur = x if len(pair_idx) == n else x[pair_idx]
-                    aa, tr = self.runner.pose(torch.cat([torch.stack(prevs), cur], dim=1))
-                    vec = torch.cat([aa.float().reshape(-1, 3), tr.float().reshape(-1, 3)],
-                                    dim=1).cpu().double()           # one device->host copy
-                    # the net predicts T_curr_prev for [prev, curr]; invert -> T_prev_curr
-                    mats = pose_vec_to_mat(vec[:, :3], vec[:, 3:], invert=True).numpy()
-                    for k, i in enumerate(pair_idx):
-                        T[i] = mats[k].copy()
+            masks = [None] * n
+            K_used = [f.K for f in frames]
+            if self.has_pose and (with_pose or self.config.learned_intrinsics):
+                T, masks, K_used = self._pose_stage(frames, x, with_pose)
             self._sync()
             t3 = time.perf_counter()
 
+            frames = [f._replace(K=K_used[i]) for i, f in enumerate(frames)]
             scales = []
             for i, f in enumerate(frames):             # input order: a camera's frames in turn
                 s = self._scale_for(i, f, scaled, T[i], update=with_pose)
@@ -791,17 +1082,111 @@ class Estimator:
                        postprocess=(t4 - t3) * 1e3, total=(t4 - t0) * 1e3)
         return [EstimatorOutput(depth=depth_np[i], disparity=disp_np[i], relative_pose=T[i],
                                 scale=float(scales[i]), timings=dict(timings),
-                                camera_id=frames[i].camera_id, stamp=frames[i].stamp)
+                                camera_id=frames[i].camera_id, stamp=frames[i].stamp,
+                                K=np.array(frames[i].K, dtype=np.float64), explainability=masks[i])
                 for i in range(n)]
 
+    def _pose_stage(self, frames: list, x: torch.Tensor, with_pose: bool):
+        """One pose-network call for the batch -> (T_prev_curr per frame | None, explainability
+        per frame | None, K used per frame).
+
+        with_pose: pairs [previous, current] for every frame whose camera has a previous frame,
+        and (learned intrinsics) the cameras' running K updated with each pair's prediction.
+        Learned intrinsics, a frame without K whose camera has no estimate yet and no pair: the
+        pair [current, current] is added to the call, only for its K (no state change)."""
+        cfg = self.config
+        n = len(frames)
+        learned = cfg.learned_intrinsics
+        T, masks, K_used = [None] * n, [None] * n, [f.K for f in frames]
+        pair_of: dict[int, int] = {}           # frame index -> row of the pose call
+        rows_prev, rows_cur = [], []
+        if with_pose:
+            last_in_batch = {}
+            for i, f in enumerate(frames):     # the previous frame: earlier in this batch, else state
+                if f.camera_id in last_in_batch:
+                    prev = x[last_in_batch[f.camera_id]]
+                else:
+                    st = self._cams.get(f.camera_id)
+                    prev = st.prev if st is not None else None
+                if prev is not None:
+                    pair_of[i] = len(rows_prev)
+                    rows_prev.append(prev)
+                    rows_cur.append(x[i])
+                last_in_batch[f.camera_id] = i
+        self_pair: dict[int, int] = {}
+        if learned:
+            estimated = set()                  # cameras with an estimate before frame i
+            for i, f in enumerate(frames):
+                st = self._cams.get(f.camera_id)
+                has = f.camera_id in estimated or (st is not None and st.intrinsics is not None) \
+                    or self._intrinsics_prior is not None
+                if f.K is None and i not in pair_of and not has:
+                    self_pair[i] = len(rows_prev)
+                    rows_prev.append(x[i])
+                    rows_cur.append(x[i])
+                if i in pair_of and with_pose:
+                    estimated.add(f.camera_id)
+        if not rows_prev:
+            return T, masks, K_used
+        outs = self.runner.pose(torch.cat([torch.stack(rows_prev), torch.stack(rows_cur)], dim=1))
+        named = dict(zip(self._pose_outputs, outs))
+        vec = torch.cat([named['axisangle'].float().reshape(-1, 3),
+                         named['translation'].float().reshape(-1, 3)], dim=1).cpu().double()
+        mats = pose_vec_to_mat(vec[:, :3], vec[:, 3:], invert=self._pose_invert).numpy()
+        intr = named['intrinsics'].float().cpu().double().numpy() if 'intrinsics' in named else None
+        exp = named['explainability'].float()[:, 0].cpu().numpy() if 'explainability' in named else None
+        for i, f in enumerate(frames):         # input order: a camera's estimate grows in turn
+            H, W = f.image.shape[:2]
+            k = pair_of.get(i)
+            if k is not None:
+                T[i] = mats[k].copy()
+                if exp is not None:
+                    masks[i] = exp[k].copy()
+                if intr is not None:
+                    st = self._state(f.camera_id)
+                    if st.intrinsics is None:
+                        st.intrinsics = self._new_running_intrinsics()
+                    st.intrinsics.update(_K_from_normalized(intr[k], cfg.width, cfg.height),
+                                         cfg.width, cfg.height)
+            if f.K is None:
+                K = self.learned_K(f.camera_id, W, H)
+                if K is None:
+                    K = _K_from_normalized(intr[self_pair[i]], W, H)
+                K_used[i] = K
+        return T, masks, K_used
+
+    def _new_running_intrinsics(self) -> RunningIntrinsics:
+        r = RunningIntrinsics(momentum=None)
+        if self._intrinsics_prior is not None:     # stored with the head: counts as one sample
+            r.load_state_dict({'count': 1, 'value': self._intrinsics_prior})
+        return r
+
+    def learned_K(self, camera_id: Hashable = None, width: int | None = None,
+                  height: int | None = None) -> np.ndarray | None:
+        """The learned intrinsics of ``camera_id`` (running mean of the head's predictions over
+        its frame pairs; the checkpoint's stored estimate before the first pair) for a
+        ``width x height`` image (default: the network resolution): float64 3x3, or None when
+        intrinsics are not learned or nothing is known yet."""
+        if not self.config.learned_intrinsics:
+            return None
+        width = self.config.width if width is None else width
+        height = self.config.height if height is None else height
+        st = self._cams.get(camera_id)
+        if st is not None and st.intrinsics is not None:
+            return st.intrinsics.K(width, height)
+        if self._intrinsics_prior is not None:
+            return self._new_running_intrinsics().K(width, height)
+        return None
+
     # -- public API ----------------------------------------------------------------------
-    def infer(self, image: np.ndarray, K: np.ndarray, stamp: float | None = None,
+    def infer(self, image: np.ndarray, K: np.ndarray | None = None, stamp: float | None = None,
               speed: float | None = None, *, camera_id: Hashable = None,
               encoding: str = 'rgb8') -> EstimatorOutput:
         """One frame -> depth at the input resolution + T_prev_curr (None on the first frame).
 
         image: HxWx3 uint8 RGB (or another ``encoding``: bgr8, rgba8, bgra8, mono8); K: 3x3
-        intrinsics of this image (pixels); stamp: seconds (needed by scale_mode 'speed');
+        intrinsics of this image (pixels), or None with ``learned_intrinsics`` (the learned K is
+        used; ``EstimatorOutput.K`` holds the K used either way); stamp: seconds (needed by scale_mode 'speed');
         speed: metres/second of the camera at this frame (scale_mode 'speed'; None or below
         MIN_SPEED keeps the previous scale); camera_id: whose pose chain this frame continues.
         """
@@ -818,7 +1203,7 @@ class Estimator:
         input, before anything runs or any state changes."""
         return self._run(list(frames), with_pose=True)
 
-    def depth_only(self, image: np.ndarray, K: np.ndarray, *, camera_id: Hashable = None,
+    def depth_only(self, image: np.ndarray, K: np.ndarray | None = None, *, camera_id: Hashable = None,
                    encoding: str = 'rgb8') -> np.ndarray:
         """Depth (float32 HxW of the input) for one image; no pose, no state change. The scale
         is the camera's current one ('camera_height' without an estimate yet fits this frame)."""

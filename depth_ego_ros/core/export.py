@@ -38,7 +38,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 __all__ = ['FORMATS', 'MANIFEST', 'ONNX_OPSET', 'TOLERANCES', 'ExportWrapperDepth',
-           'ExportWrapperPose', 'export_onnx', 'export_models', 'verify_export', 'read_manifest',
+           'ExportWrapperPose', 'POSE_OUTPUT_NAMES', 'pose_output_shapes', 'export_onnx', 'export_models', 'verify_export', 'read_manifest',
            'check_input', 'tensorrt_unavailable_reason']
 
 FORMATS = ('onnx', 'torchscript', 'tensorrt')
@@ -53,6 +53,10 @@ TOLERANCES = {
 }
 INPUT_NAMES = {'depth': ['image'], 'pose': ['pair']}
 OUTPUT_NAMES = {'depth': ['disparity'], 'pose': ['axisangle', 'translation']}
+#: every pose output a pose network may have, in this order: axisangle, translation [B,3];
+#: intrinsics [B,4] = (fx/W, fy/H, principal-point offsets ox, oy) of a learned-intrinsics head;
+#: explainability [B,1,H,W] (PoseExpNet's mask of the current frame)
+POSE_OUTPUT_NAMES = ('axisangle', 'translation', 'intrinsics', 'explainability')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,20 +76,44 @@ class ExportWrapperDepth(nn.Module):
 
 
 class ExportWrapperPose(nn.Module):
-    """PoseNet with float32 input/output: the encoder in ``dtype``, the decoder in float32."""
+    """PoseNet with float32 input/output.
+
+    monodepth2's PoseNet (``encoder`` + ``decoder`` [+ ``intrinsics`` head]): the encoder in
+    ``dtype``, the decoder and the intrinsics head in float32. Any other pose module (e.g. the
+    Estimator's PoseExpNet adapter) runs whole in ``dtype`` with float32 outputs. Outputs are
+    ``pose_net.output_names`` (default ``('axisangle', 'translation')``; optionally
+    ``'intrinsics'`` [B,4] and ``'explainability'`` [B,1,H,W], see :data:`POSE_OUTPUT_NAMES`)."""
 
     def __init__(self, pose_net: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.dtype = dtype
-        self.encoder = (pose_net.encoder if dtype == torch.float32
-                        else copy.deepcopy(pose_net.encoder).to(dtype))
-        self.decoder = pose_net.decoder
+        self.output_names = tuple(getattr(pose_net, 'output_names', OUTPUT_NAMES['pose']))
+        self.split = hasattr(pose_net, 'encoder') and hasattr(pose_net, 'decoder')
+        if self.split:
+            self.encoder = (pose_net.encoder if dtype == torch.float32
+                            else copy.deepcopy(pose_net.encoder).to(dtype))
+            self.decoder = pose_net.decoder
+            self.intrinsics = getattr(pose_net, 'intrinsics', None)
+        else:
+            self.net = pose_net if dtype == torch.float32 else copy.deepcopy(pose_net).to(dtype)
         self.eval()
 
     def forward(self, pair):
+        if not self.split:
+            return tuple(o.float() for o in self.net(pair.to(self.dtype)))
         last = self.encoder(pair.to(self.dtype))[-1].float()
         axisangle, translation = self.decoder([[last]])
-        return axisangle[:, 0, 0], translation[:, 0, 0]
+        outs = (axisangle[:, 0, 0], translation[:, 0, 0])
+        if self.intrinsics is not None:
+            outs = outs + (torch.cat(self.intrinsics.normalized(last), 1),)
+        return outs
+
+
+def pose_output_shapes(names, batch: int, height: int, width: int) -> list[tuple]:
+    """``[(name, shape)]`` of a pose network's outputs for a batch of ``height x width`` pairs."""
+    shapes = {'axisangle': (batch, 3), 'translation': (batch, 3), 'intrinsics': (batch, 4),
+              'explainability': (batch, 1, height, width)}
+    return [(n, shapes[n]) for n in names]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,12 +258,15 @@ def check_input(height: int, width: int, batch: int = 2, seed: int = 0) -> torch
 def export_models(depth_net: nn.Module, pose_net: nn.Module | None, out_dir, fmt: str,
                   width: int, height: int, *, model: str = 'resnet18', opset: int = ONNX_OPSET,
                   fp16: bool = False, max_batch: int = 8, checkpoint=None, device='auto',
-                  tolerances: dict | None = None, num_threads: int = 0) -> dict:
+                  tolerances: dict | None = None, num_threads: int = 0,
+                  extra: dict | None = None) -> dict:
     """Export both networks to ``out_dir`` in format ``fmt`` and check them against torch.
 
     Returns the manifest (also written to ``out_dir/export.json``) whose ``check`` entry holds
     the measured max abs errors, the tolerances and ``passed``. ValueError for bad arguments,
     RuntimeError when TensorRT is asked for but unavailable (message gives the reason).
+    ``extra``: more manifest entries (the Estimator's pose_model, learned_intrinsics,
+    packnet_min_depth); the pose outputs are listed under ``pose_outputs``.
     """
     from .checkpoints import state_dict_digest
     if fmt not in FORMATS:
@@ -268,10 +299,12 @@ def export_models(depth_net: nn.Module, pose_net: nn.Module | None, out_dir, fmt
             continue
         example = torch.zeros(1, channels[key], height, width)
         path = out / f'{key}{EXT[fmt]}'
+        outputs = OUTPUT_NAMES[key] if key == 'depth' else \
+            list(getattr(net, 'output_names', OUTPUT_NAMES['pose']))
         if fmt == 'onnx':
             wrapped = (ExportWrapperDepth if key == 'depth' else ExportWrapperPose)(
                 net, torch.float16 if fp16 else torch.float32)
-            export_onnx(wrapped, example, path, INPUT_NAMES[key][0], OUTPUT_NAMES[key], opset)
+            export_onnx(wrapped, example, path, INPUT_NAMES[key][0], outputs, opset)
         elif fmt == 'torchscript':
             wrapped = (ExportWrapperDepth if key == 'depth' else ExportWrapperPose)(
                 net, torch.float16 if fp16 else torch.float32)
@@ -279,7 +312,7 @@ def export_models(depth_net: nn.Module, pose_net: nn.Module | None, out_dir, fmt
         else:   # tensorrt: float32 ONNX, precision chosen by the builder
             wrapped = (ExportWrapperDepth if key == 'depth' else ExportWrapperPose)(net)
             onnx_path = out / f'.{key}.trt.onnx'
-            export_onnx(wrapped, example, onnx_path, INPUT_NAMES[key][0], OUTPUT_NAMES[key], opset)
+            export_onnx(wrapped, example, onnx_path, INPUT_NAMES[key][0], outputs, opset)
             try:
                 build_tensorrt_engine(onnx_path, path, INPUT_NAMES[key][0], channels[key],
                                       height, width, fp16, max_batch,
@@ -300,12 +333,15 @@ def export_models(depth_net: nn.Module, pose_net: nn.Module | None, out_dir, fmt
         'opset': opset if fmt in ('onnx', 'tensorrt') else None,
         'max_batch': max_batch if fmt == 'tensorrt' else None,
         'files': files, 'inputs': INPUT_NAMES, 'outputs': OUTPUT_NAMES,
+        'pose_outputs': list(getattr(pose_net, 'output_names', OUTPUT_NAMES['pose']))
+        if pose_net is not None else None,
         'checkpoint': str(checkpoint) if checkpoint is not None else None,
         'random_weights': checkpoint is None,
         'weights_digest': state_dict_digest(*(n for n in nets.values() if n is not None)),
         'versions': versions,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     }
+    manifest.update(extra or {})
     _write_manifest(out, manifest)
     report = verify_export(out, depth_net, pose_net, device=device, tolerances=tolerances,
                            num_threads=num_threads)
@@ -340,12 +376,17 @@ def verify_export(directory, depth_net: nn.Module, pose_net: nn.Module | None, d
         got_disp = runner.depth(images.to(dev)).float().cpu()
         report = {'disparity_max_abs': float((got_disp - ref_disp).abs().max())}
         if pose_net is not None and runner.has_pose:
-            ref = torch.cat(pose_net.float().cpu()(pairs), dim=1)
-            got = torch.cat([t.float().cpu() for t in runner.pose(pairs.to(dev))], dim=1)
-            report['pose_max_abs'] = float((got - ref).abs().max())
+            ref = pose_net.float().cpu()(pairs)
+            got = [t.float().cpu() for t in runner.pose(pairs.to(dev))]
+            names = list(getattr(pose_net, 'output_names', OUTPUT_NAMES['pose']))
+            errs = {n: float((g - r).abs().max()) for n, g, r in zip(names, got, ref)}
+            report['pose_max_abs'] = max(v for n, v in errs.items() if n != 'explainability')
+            if 'explainability' in errs:     # a probability map: compared like the disparity
+                report['explainability_max_abs'] = errs['explainability']
         else:
             report['pose_max_abs'] = None
-    passed = report['disparity_max_abs'] <= tol['disparity'] and (
+    passed = report['disparity_max_abs'] <= tol['disparity'] and \
+        report.get('explainability_max_abs', 0.0) <= tol['disparity'] and (
         report['pose_max_abs'] is None or report['pose_max_abs'] <= tol['pose'])
     report.update(passed=bool(passed), tolerance=tol, batch=batch, device=str(dev),
                   runtime=runner.describe())
