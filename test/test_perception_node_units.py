@@ -124,3 +124,31 @@ def test_rviz_layout_shows_the_node_outputs():
     assert points['Color Transformer'] == 'RGB8'            # the packed rgb field
     launch_text = (REPO / 'launch' / 'depth_ego.launch.py').read_text()
     assert "('camera_namespace', 'camera'," in launch_text
+
+
+def test_keyed_slots_batch_the_waiting_cameras_and_count_drops_per_camera():
+    import threading
+    import time
+    from depth_ego_ros.ros.runtime import KeyedSlots
+    slots = KeyedSlots(['front', 'left', 'rear'])
+    assert slots.take_batch(timeout=0.01) == {}
+    slots.put('left', 1)
+    assert not slots.put('front', 2)
+    assert slots.put('front', 3)                      # replaced before being taken: a drop
+    assert slots.dropped == {'front': 1}
+    assert slots.take_batch(timeout=0.1) == {'front': 3, 'left': 1}   # camera order, newest
+    # window: front and left were active, so a frame of front waits for left's (not rear's)
+    slots.put('front', 4)
+    threading.Timer(0.05, lambda: slots.put('left', 5)).start()
+    t0 = time.monotonic()
+    assert slots.take_batch(timeout=1.0, window=2.0) == {'front': 4, 'left': 5}
+    assert time.monotonic() - t0 < 1.5
+    # a camera silent for longer than active_for does not delay the others
+    slots.active_for = 0.05
+    time.sleep(0.1)
+    slots.put('front', 6)
+    t0 = time.monotonic()
+    assert slots.take_batch(timeout=1.0, window=2.0) == {'front': 6}
+    assert time.monotonic() - t0 < 0.5
+    slots.close()
+    assert slots.take_batch(timeout=1.0) == {} and slots.closed
