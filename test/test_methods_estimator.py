@@ -239,3 +239,46 @@ def test_predict_cli_with_methods(tmp_path, capsys):
     assert K.shape == (3, 3) and K[0, 0] > 0
     assert (out / 'poses.txt').is_file()
     assert 'learned intrinsics' in capsys.readouterr().out
+
+
+def test_exported_directory_runs_the_methods(tmp_path):
+    """export_estimator_models (ONNX) -> EstimatorConfig(exported_model_dir=...) takes the pose
+    model, learned intrinsics and PackNet's depth convention from the manifest and matches torch."""
+    from depth_ego_ros.core.estimator import export_estimator_models
+    depth_net, pose_net, _ = build_networks(LIGHT, pose_model='posexp', learned_intrinsics=True, seed=6)
+    d = save_networks(tmp_path / 'ck', depth_net, pose_net, model=LIGHT, height=H, width=W)
+    manifest = export_estimator_models(tmp_path / 'exp', 'onnx', model=LIGHT, pose_model='posexp',
+                                       learned_intrinsics=True, checkpoint=d, width=W, height=H,
+                                       device='cpu', num_threads=1)
+    assert manifest['check']['passed'], manifest['check']
+    assert manifest['pose_outputs'] == ['axisangle', 'translation', 'intrinsics', 'explainability']
+    exp = Estimator(EstimatorConfig(exported_model_dir=str(tmp_path / 'exp'), device='cpu',
+                                    num_threads=1, width=W, height=H))
+    assert exp.config.model == LIGHT and exp.config.pose_model == 'posexp'
+    assert exp.config.learned_intrinsics
+    ref = Estimator(_cfg(model=LIGHT, pose_model='posexp', learned_intrinsics=True), d)
+    for im in _images(2):
+        a, b = exp.infer(im, None), ref.infer(im, None)
+        np.testing.assert_allclose(a.depth, b.depth, rtol=1e-3)
+        np.testing.assert_allclose(a.K, b.K, rtol=1e-5)
+    np.testing.assert_allclose(a.relative_pose, b.relative_pose, atol=1e-5)
+    np.testing.assert_allclose(a.explainability, b.explainability, atol=1e-4)
+
+
+def test_backend_failure_falls_back_to_torch(monkeypatch, caplog):
+    """A PackNet/PoseExpNet that ONNX Runtime cannot take runs on torch, with the reason logged
+    and in backend_info (the ResNet baseline keeps raising: its export must work)."""
+    from depth_ego_ros.core import estimator as est_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('simulated export failure')
+    monkeypatch.setattr(est_mod.OrtRunner, 'from_nets', broken)
+    with caplog.at_level(logging.WARNING):
+        est = Estimator(_cfg(model=LIGHT, pose_model='posexp', backend='onnxruntime'))
+    assert est.backend_info['backend'] == 'torch' and est.config.backend == 'torch'
+    assert 'simulated export failure' in est.backend_info['reason']
+    assert 'falling back to torch' in caplog.text
+    im = _images(1)[0]
+    assert est.infer(im, K_CAM).depth.shape == im.shape[:2]
+    with pytest.raises(RuntimeError, match='simulated'):
+        Estimator(_cfg(backend='onnxruntime'))

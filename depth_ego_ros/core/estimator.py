@@ -58,6 +58,7 @@ from .networks.resnet_encoder import ResnetEncoder, parse_num_layers
 
 __all__ = ['EstimatorConfig', 'Estimator', 'EstimatorOutput', 'Frame', 'DepthNet', 'PoseNet',
            'PackNetDepth', 'PoseExpPose', 'MODELS', 'POSE_MODELS', 'save_networks',
+           'export_estimator_models',
            'build_networks', 'fit_ground_plane', 'colorize_disparity', 'default_intrinsics',
            'split_cloud', 'export_onnx', 'default_cache_dir', 'MONODEPTH2_KITTI_K', 'ENCODINGS',
            'ONNX_OPSET']
@@ -537,6 +538,25 @@ def save_networks(directory, depth_net, pose_net=None, *, model: str, height: in
     if head is not None:
         ckpt.save_intrinsics_head(d, head, running_intrinsics)
     return d
+
+def export_estimator_models(out_dir, fmt: str = 'onnx', *, model: str = 'resnet18',
+                            pose_model: str = 'monodepth2', learned_intrinsics: bool = False,
+                            checkpoint=None, width: int = 640, height: int = 192, **kwargs) -> dict:
+    """Build the networks of an Estimator configuration (:func:`build_networks`) and export them
+    with :func:`~depth_ego_ros.core.export.export_models` (``kwargs``: opset, fp16, max_batch,
+    device, tolerances, num_threads). The manifest records ``pose_model``,
+    ``learned_intrinsics`` and, for PackNet, ``packnet_min_depth``, so that
+    ``EstimatorConfig(exported_model_dir=out_dir)`` runs them like the torch networks."""
+    from .export import export_models
+    depth_net, pose_net, _ = build_networks(model, checkpoint, pose_model=pose_model,
+                                            learned_intrinsics=learned_intrinsics)
+    extra = {'pose_model': pose_model,
+             'learned_intrinsics': bool(learned_intrinsics and pose_net is not None)}
+    if isinstance(depth_net, PackNetDepth):
+        extra['packnet_min_depth'] = float(depth_net.net.min_depth)
+    return export_models(depth_net, pose_net, out_dir, fmt, width, height, model=model,
+                         checkpoint=checkpoint, extra=extra, **kwargs)
+
 
 # ----------------------------------------------------------------------------------------------
 # scale helpers
