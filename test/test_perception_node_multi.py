@@ -216,3 +216,24 @@ def test_bad_frame_on_one_camera_leaves_the_others_flowing(multi):
     for cam, (msg, _) in sent.items():
         multi.outputs(cam, msg.header.stamp, ('depth',))
     assert multi.node.alive()
+
+
+def _k_last_row(msg, info):
+    k = np.asarray(info.k, dtype=np.float64).copy()
+    k[6] = 0.5                               # passes camera_info checks, the estimator refuses it
+    info.k = k
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_the_estimator_refuses_drops_only_the_bad_frame(multi):
+    before = multi.diag('rear')
+    sent = multi.round({'rear': _k_last_row})
+    for cam in ('front', 'left'):                                   # same round, still served
+        multi.outputs(cam, sent[cam][0].header.stamp, ('depth', 'odom'))
+    multi.diag('rear', lambda v: v['bad_input.bad_intrinsics'] > before['bad_input.bad_intrinsics'])
+    assert not any(m.header.stamp == sent['rear'][0].header.stamp
+                   for m in multi.probe.msgs['rear:depth'])
+    assert 'K last row must be' in multi.node.log_text()
+    sent = multi.round()
+    for cam, (msg, _) in sent.items():
+        multi.outputs(cam, msg.header.stamp, ('depth',))
