@@ -186,11 +186,19 @@ def test_learned_intrinsics_k_none():
     np.testing.assert_array_equal(o2.K[2], [0, 0, 1])
     d = est.depth_only(small, None)               # depth_only with the learned K too
     assert d.shape == small.shape[:2]
+    assert est.point_cloud(stride=4).shape[1] == 4      # ... which the point cloud uses
+    est.reset()                                   # no pair, but an estimate: no pose call needed
+    o_reset = est.infer(small, None)
+    assert o_reset.relative_pose is None
+    np.testing.assert_allclose(o_reset.K, K_small, rtol=1e-9)
     o3 = est.infer(small, K_CAM)                  # camera_info present: used as given
     np.testing.assert_array_equal(o3.K, K_CAM)
     # point cloud with the learned K
     est.infer(small, None)
     assert est.point_cloud(stride=4).shape[1] == 4
+    fresh = Estimator(_cfg(learned_intrinsics=True))
+    fresh.depth_only(small, None)
+    assert fresh.learned_K() is None              # depth_only changed no state
     plain = Estimator(_cfg())
     with pytest.raises(ValueError, match='learned_intrinsics=True'):
         plain.infer(small, None)

@@ -1146,15 +1146,17 @@ class Estimator:
                     rows_cur.append(x[i])
                 if i in pair_of and with_pose:
                     estimated.add(f.camera_id)
-        if not rows_prev:
-            return T, masks, K_used
-        outs = self.runner.pose(torch.cat([torch.stack(rows_prev), torch.stack(rows_cur)], dim=1))
-        named = dict(zip(self._pose_outputs, outs))
-        vec = torch.cat([named['axisangle'].float().reshape(-1, 3),
-                         named['translation'].float().reshape(-1, 3)], dim=1).cpu().double()
-        mats = pose_vec_to_mat(vec[:, :3], vec[:, 3:], invert=self._pose_invert).numpy()
-        intr = named['intrinsics'].float().cpu().double().numpy() if 'intrinsics' in named else None
-        exp = named['explainability'].float()[:, 0].cpu().numpy() if 'explainability' in named else None
+        mats = intr = exp = None
+        if rows_prev:
+            outs = self.runner.pose(torch.cat([torch.stack(rows_prev), torch.stack(rows_cur)], dim=1))
+            named = dict(zip(self._pose_outputs, outs))
+            vec = torch.cat([named['axisangle'].float().reshape(-1, 3),
+                             named['translation'].float().reshape(-1, 3)], dim=1).cpu().double()
+            mats = pose_vec_to_mat(vec[:, :3], vec[:, 3:], invert=self._pose_invert).numpy()
+            if 'intrinsics' in named:
+                intr = named['intrinsics'].float().cpu().double().numpy()
+            if 'explainability' in named:
+                exp = named['explainability'].float()[:, 0].cpu().numpy()
         for i, f in enumerate(frames):         # input order: a camera's estimate grows in turn
             H, W = f.image.shape[:2]
             k = pair_of.get(i)
