@@ -51,9 +51,14 @@ def test_network_defaults_are_the_estimators():
     pairs = {'model': 'model', 'width': 'width', 'height': 'height', 'device': 'device',
              'precision': 'precision', 'backend': 'backend', 'min_depth': 'min_depth',
              'max_depth': 'max_depth', 'scale.mode': 'scale_mode', 'scale.factor': 'scale_factor',
-             'scale.camera_height': 'camera_height', 'num_threads': 'num_threads'}
+             'scale.camera_height': 'camera_height', 'num_threads': 'num_threads',
+             'pose_model': 'pose_model', 'learned_intrinsics': 'learned_intrinsics'}
     for node_name, est_name in pairs.items():
         assert node[node_name] == est[est_name], node_name
+    from depth_ego_ros.core.estimator import MODELS, POSE_MODELS
+    choices = {p.name: p.choices for p in PARAMS}
+    assert tuple(choices['model']) == tuple(MODELS)
+    assert tuple(choices['pose_model']) == tuple(POSE_MODELS)
 
 
 def test_every_parameter_has_description_and_valid_default():

@@ -60,6 +60,18 @@ DEFAULT_CAMERA_FRAME = 'camera_optical_frame'
 _OPTICAL_RPY = [-math.pi / 2, 0.0, -math.pi / 2]   # base (x fwd, z up) -> optical (z fwd, y down)
 
 
+def _estimator_choices():
+    try:     # core.estimator imports torch: the table falls back to the known names without it
+        from depth_ego_ros.core.estimator import MODELS, POSE_MODELS
+        return tuple(MODELS), tuple(POSE_MODELS)
+    except ImportError:
+        return (('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5', 'packnet01-w0.25'),
+                ('monodepth2', 'posexp'))
+
+
+_MODELS, _POSE_MODELS = _estimator_choices()
+
+
 def _is_cuda_n(v) -> bool:
     return isinstance(v, str) and v.startswith('cuda:') and v[5:].isdigit()
 
@@ -71,8 +83,15 @@ PARAMS = [
     Param('checkpoint', '', 'monodepth2-layout checkpoint directory (encoder.pth, depth.pth, '
           'pose_encoder.pth, pose.pth); empty = random weights (meaningless output, a warning)',
           read_only=True),
-    Param('model', 'resnet18', 'encoder of the depth and pose networks',
-          choices=('resnet18', 'resnet50'), read_only=True),
+    Param('model', 'resnet18', 'depth network: resnet18 / resnet50 (monodepth2) or packnet01, '
+          'packnet01-w0.5, packnet01-w0.25 (PackNet01; a PackNet-SfM .ckpt file also works as '
+          'checkpoint)', choices=_MODELS, read_only=True),
+    Param('pose_model', 'monodepth2', 'pose network: monodepth2 (ResNet pose net) or posexp '
+          '(SfMLearner PoseExpNet, also gives the explainability output)', choices=_POSE_MODELS,
+          read_only=True),
+    Param('learned_intrinsics', False, 'use the intrinsics learned by the pose network\'s head '
+          'when no camera_info has been received (frames then need no camera_info; a valid '
+          'camera_info always wins; camera_info.fallback_k is ignored)', read_only=True),
     Param('width', 640, 'network input width in pixels (multiple of 32); images of any size are '
           'resized to it, outputs keep the camera resolution', range=(32, 4096, 32), read_only=True),
     Param('height', 192, 'network input height in pixels (multiple of 32)', range=(32, 4096, 32),
@@ -140,6 +159,8 @@ PARAMS = [
     Param('publish.points', True, 'publish points'),
     Param('publish.odom', True, 'publish odom'),
     Param('publish.tf', True, 'publish the odom -> base/camera transform on /tf'),
+    Param('publish.explainability', True, 'publish explainability (mono8 PoseExpNet mask at '
+          'network resolution, 255 = explained by the rigid warp; pose_model posexp only)'),
     Param('points.stride', 4, 'use every stride-th pixel (rows and columns) for the point cloud',
           range=(1, 64)),
     Param('points.min_range', 0.0, 'drop points closer than this (metres from the camera)',
@@ -173,7 +194,9 @@ PARAMS = [
 BAD_INPUTS = ('unsupported_encoding', 'malformed_image', 'corrupt_compressed', 'bad_camera_info',
               'missing_camera_info', 'camera_info_size_mismatch', 'bad_intrinsics', 'size_change',
               'time_jump_back', 'bad_speed', 'processing_error')
-OUTPUTS = ('depth', 'colored', 'points', 'odom', 'tf')
+# _intrinsics' marker: no K from camera_info, the estimator uses its learned one (K=None).
+LEARNED = 'learned'
+OUTPUTS = ('depth', 'colored', 'points', 'odom', 'tf', 'explainability')
 
 
 def _rpy_to_matrix(xyz, rpy) -> np.ndarray:
@@ -254,16 +277,25 @@ class PerceptionNode(Node):
         # -- estimator (heavy imports here so that `--help`-like paths stay light) --------------
         from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, Frame, colorize_disparity
         from depth_ego_ros.ros.odometry import PoseChain
+        from depth_ego_ros.core.networks.posexp_net import mask_to_mono8
         self._colorize = colorize_disparity
+        self._mask_to_mono8 = mask_to_mono8
         self._Frame = Frame
         extra = {'exported_model_dir': p['exported_model']} if p['exported_model'] else {}
         config = EstimatorConfig(
-            model=p['model'], width=p['width'], height=p['height'], device=p['device'],
+            model=p['model'], pose_model=p['pose_model'],
+            learned_intrinsics=p['learned_intrinsics'], width=p['width'], height=p['height'], device=p['device'],
             precision=p['precision'], backend=p['backend'], min_depth=p['min_depth'],
             max_depth=p['max_depth'], scale_mode=p['scale.mode'], scale_factor=p['scale.factor'],
             camera_height=p['scale.camera_height'], num_threads=p['num_threads'], **extra)
         self.estimator = Estimator(config, p['checkpoint'] or None)
         self.device = str(getattr(self.estimator, 'device', p['device']))
+        # an exported model's manifest may override pose_model / learned_intrinsics
+        self.pose_model = self.estimator.config.pose_model
+        self.learned = bool(self.estimator.config.learned_intrinsics)
+        if self.learned and self._fallback_k() is not None:
+            self.get_logger().warning('learned_intrinsics is set: camera_info.fallback_k is ignored '
+                                      '(the learned K is used until a camera_info arrives)')
         self.backend = getattr(self.estimator, 'backend_info', {}).get('backend', p['backend'])
         self._T_base_cam = (_rpy_to_matrix(p['static_transform.xyz'], p['static_transform.rpy'])
                             if p['frames.base'] else np.eye(4))
@@ -302,6 +334,8 @@ class PerceptionNode(Node):
             cam.pub_colored = self.create_publisher(Image, pre + 'depth/colored', out_qos)
             cam.pub_points = self.create_publisher(PointCloud2, pre + 'points', out_qos)
             cam.pub_odom = self.create_publisher(Odometry, pre + 'odom', out_qos)
+            cam.pub_exp = (self.create_publisher(Image, pre + 'explainability', out_qos)
+                           if self.pose_model == 'posexp' else None)
         if not self.multi:                              # single-camera names (kept for callers)
             c0 = self.cams[0]
             self.sub_info, self.sub_image = c0.sub_info, c0.sub_image
@@ -319,7 +353,8 @@ class PerceptionNode(Node):
         self._worker.start()
         inputs = ', '.join(c.sub_image.topic_name for c in self.cams)
         self.get_logger().info(
-            f'ready: {p["model"]} {p["width"]}x{p["height"]} on {self.device} ({self.backend}, '
+            f'ready: {p["model"]}/{self.pose_model} {p["width"]}x{p["height"]}'
+            f'{" (learned intrinsics)" if self.learned else ""} on {self.device} ({self.backend}, '
             f'{p["precision"]}), input {inputs} '
             f'[{p["qos.input"]}], checkpoint {p["checkpoint"] or "NONE (random weights)"}'
             + (f', {len(self.cams)} cameras batched (window {p["batch_window"]} s)' if self.multi else ''))
@@ -429,7 +464,8 @@ class PerceptionNode(Node):
                 if out is None:
                     continue
                 try:
-                    self._finish(prep, out.depth, out.relative_pose, with_pose=True)
+                    self._finish(prep, out.depth, out.relative_pose, with_pose=True, K=out.K,
+                                 mask=out.explainability)
                 except Exception as exc:
                     self._bad(prep.cam, 'processing_error', f'{type(exc).__name__}: {exc}',
                               level='error')
@@ -481,6 +517,8 @@ class PerceptionNode(Node):
             return None, None
 
     def _fallback_k(self):
+        if getattr(self, 'learned', False):
+            return None
         fx, fy, cx, cy = self.p['camera_info.fallback_k']
         if fx > 0 and fy > 0 and all(math.isfinite(v) for v in (fx, fy, cx, cy)):
             return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
@@ -490,7 +528,8 @@ class PerceptionNode(Node):
         """The camera_info with the image's stamp when there is one (waiting up to
         camera_info.sync_timeout where it is expected), else the newest."""
         with cam.info_cond:
-            expect = cam.info_paired or (cam.camera_info is None and self._fallback_k() is None)
+            expect = cam.info_paired or (cam.camera_info is None and self._fallback_k() is None
+                                         and not self.learned)
             if expect:
                 cam.info_cond.wait_for(lambda: stamp_ns in cam.infos,
                                        self.p['camera_info.sync_timeout'])
@@ -502,7 +541,8 @@ class PerceptionNode(Node):
 
     def _intrinsics(self, cam: _Camera, width: int, height: int, stamp_ns: int):
         """-> (K, camera_info to republish or None) for an image of this size, or (None, None)
-        after saying what is missing."""
+        after saying what is missing. With learned intrinsics and no usable camera_info:
+        (LEARNED, None) (the estimator's learned K is used)."""
         info = self._camera_info_for(cam, stamp_ns)
         if info is not None and info[1] is not None:
             msg, K = info[0], info[1]
@@ -518,6 +558,8 @@ class PerceptionNode(Node):
         fallback = self._fallback_k()
         if fallback is not None:
             return fallback, None
+        if self.learned:                                # (an unusable camera_info was counted)
+            return LEARNED, None
         topic = cam.sub_info.topic_name
         if info is None:
             self._bad(cam, 'missing_camera_info',
@@ -539,6 +581,8 @@ class PerceptionNode(Node):
             'points': p['publish.points'] and cam.pub_points.get_subscription_count() > 0,
             'odom': p['publish.odom'] and cam.pub_odom.get_subscription_count() > 0,
             'tf': p['publish.tf'] and self.tf.subscribers() > 0,
+            'explainability': (cam.pub_exp is not None and p['publish.explainability']
+                               and cam.pub_exp.get_subscription_count() > 0),
         }
 
     def _reset_estimator(self, cam: _Camera):
@@ -565,6 +609,10 @@ class PerceptionNode(Node):
         K, info_msg = self._intrinsics(cam, width, height, stamp_ns)
         if K is None:
             return None
+        learned = isinstance(K, str)                    # LEARNED: the estimator's K (K=None)
+        if learned:
+            K = None
+            cam.counts['frames_learned_intrinsics'] += 1
         if cam.last_size is not None and (width, height) != cam.last_size:
             self._reset_trajectory(cam, 'size_change', f'image size changed from '
                                    f'{cam.last_size[0]}x{cam.last_size[1]} to {width}x{height}')
@@ -582,7 +630,8 @@ class PerceptionNode(Node):
             return None
         return _Prepared(cam=cam, msg=msg, t_recv=t_recv, image=image, encoding=encoding, K=K,
                          info_msg=info_msg, stamp_ns=stamp_ns, dt=dt, want=want,
-                         want_pose=want['odom'] or want['tf'])
+                         # the learned K and the explainability mask come from the pose net
+                         want_pose=want['odom'] or want['tf'] or want['explainability'] or learned)
 
     def _process(self, cam: _Camera, msg, t_recv: float):
         """Single-camera mode: one frame through the estimator (depth only when nobody listens
@@ -594,22 +643,25 @@ class PerceptionNode(Node):
             if r.want_pose:
                 out = self.estimator.infer(r.image, r.K, stamp=r.stamp_ns * 1e-9, speed=self._speed,
                                            encoding=r.encoding)
-                depth, rel = out.depth, out.relative_pose
+                depth, rel, K_used, mask = out.depth, out.relative_pose, out.K, out.explainability
                 cam.net_ms.add(out.timings.get('total', float('nan')))
             else:
                 if cam.pose_active:
                     self.estimator.reset()
                 t0 = time.perf_counter()
                 depth, rel = self.estimator.depth_only(r.image, r.K, encoding=r.encoding), None
+                K_used, mask = r.K, None
                 cam.net_ms.add((time.perf_counter() - t0) * 1e3)
         except ValueError as exc:                # e.g. intrinsics the estimator refuses
             self._bad(cam, 'bad_intrinsics', f'frame dropped: {exc}')
             return
-        self._finish(r, depth, rel, with_pose=r.want_pose)
+        self._finish(r, depth, rel, with_pose=r.want_pose, K=K_used, mask=mask)
 
-    def _finish(self, r: _Prepared, depth, rel, with_pose: bool):
+    def _finish(self, r: _Prepared, depth, rel, with_pose: bool, K=None, mask=None):
         """Publish one frame's outputs with its own camera's header and advance its trajectory.
-        ``with_pose``: the estimator ran the pose network for this frame (its chain continues)."""
+        ``with_pose``: the estimator ran the pose network for this frame (its chain continues).
+        ``K``: the intrinsics the estimator used (default: the frame's); ``mask``: its
+        explainability mask (PoseExpNet) or None."""
         cam, msg = r.cam, r.msg
         cam.pose_active = with_pose
         cam.last_size, cam.last_stamp_ns = (r.image.shape[1], r.image.shape[0]), r.stamp_ns
@@ -621,7 +673,11 @@ class PerceptionNode(Node):
             frame = self.p['frames.camera'] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
         header = Header(stamp=msg.header.stamp, frame_id=frame)
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-        self._publish_images(cam, r.want, header, depth, r.K, r.info_msg)
+        K = np.asarray(K if K is not None else r.K, dtype=np.float64)
+        self._publish_images(cam, r.want, header, depth, K, r.info_msg)
+        if r.want['explainability'] and mask is not None:
+            cam.pub_exp.publish(conv.numpy_to_image(self._mask_to_mono8(mask), 'mono8', header))
+            cam.counts['published_explainability'] += 1
         if with_pose:
             cam.chain.update(rel, r.dt)
             if r.want_pose:
@@ -699,6 +755,10 @@ class PerceptionNode(Node):
             'outputs_ms_p50': cam.outputs_ms.summary()['p50'],
             'trajectory_resets': c['trajectory_resets'],
             'device': self.device, 'backend': self.backend, 'model': p['model'],
+            'pose_model': self.pose_model,
+            'intrinsics': ('learned' if cam.camera_info is None or cam.camera_info[1] is None
+                           else 'camera_info') if self.learned else 'given',
+            'frames_learned_intrinsics': c['frames_learned_intrinsics'],
             'network_input': f'{p["width"]}x{p["height"]}', 'image_topic': cam.sub_image.topic_name,
         }
         values.update({f'bad_input.{k}': c[k] for k in BAD_INPUTS})

@@ -1,0 +1,81 @@
+"""The perception node with the method options: PoseExpNet (pose_model:=posexp, explainability
+output) and learned intrinsics (learned_intrinsics:=true, no camera_info needed). Real rclpy +
+Fast DDS, the node as a separate process, tiny 128x64 network, random weights (the outputs'
+shapes, headers and intrinsics are what is checked, not their values)."""
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy', reason='rclpy not installed (run `make env` or source a ROS 2 distro)')
+pytest.importorskip('torch', reason='the perception node needs torch')
+
+from sensor_msgs.msg import Image  # noqa: E402
+
+from depth_ego_ros.ros import conversions as cv, qos  # noqa: E402
+from depth_ego_ros.ros.testing import generated_frame  # noqa: E402
+from test_perception_node import TIMEOUT, Harness, frame_k, module_ros_env  # noqa: E402
+
+PARAMS = {
+    'width': 128, 'height': 64, 'num_threads': 1, 'backend': 'torch',
+    'qos.input': 'reliable', 'qos.input_depth': 5, 'diagnostics.period': 0.3,
+    'log_throttle': 60.0, 'pose_model': 'posexp', 'learned_intrinsics': True,
+}
+W, H = 160, 120
+
+
+@pytest.fixture(scope='module')
+def node(tmp_path_factory):
+    mp, env = module_ros_env(tmp_path_factory)
+    h = Harness(env, PARAMS)
+    try:
+        sub = h.probe.subscribe('exp', Image, 'explainability', qos.profile('reliable', 50))
+        assert h.probe.wait_matched([sub], TIMEOUT), h.node.log_text()
+        yield h
+    finally:
+        alive, rc = h.close()
+        mp.undo()
+    assert alive, 'the node died during the tests:\n' + h.node.log_text()
+    assert rc == 0, f'node exit code {rc} after SIGINT:\n{h.node.log_text()}'
+
+
+def _valid_K(K, width, height):
+    return (np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0 and 0 < K[0, 2] < width
+            and 0 < K[1, 2] < height and K[0, 1] == 0 and np.allclose(K[2], [0, 0, 1]))
+
+
+@pytest.mark.timeout(120)
+def test_learned_intrinsics_without_camera_info_then_posexp_explainability(node):
+    # 1) no camera_info was ever sent: frames run with the learned K, depth/camera_info has it
+    outs = [node.send(cv.rgb8_to_image(generated_frame(W, H, i)),
+                      keys=('depth', 'depth_info', 'odom')) for i in range(3)]
+    for out in outs:
+        depth = cv.image_to_numpy(out['depth'])
+        assert depth.shape == (H, W) and np.isfinite(depth).mean() > 0.99
+        info = out['depth_info']
+        assert (info.width, info.height) == (W, H)
+        assert info.header.stamp == out['depth'].header.stamp
+        assert info.header.frame_id == out['depth'].header.frame_id
+        assert _valid_K(np.asarray(info.k).reshape(3, 3), W, H), info.k
+    v = node.diag(lambda v: v['frames_learned_intrinsics'] >= 3)
+    assert v['pose_model'] == 'posexp' and v['intrinsics'] == 'learned'
+    assert v['bad_input.missing_camera_info'] == 0
+
+    # 2) PoseExpNet: the explainability mask, mono8 at network resolution, same header
+    #    (a few frames: the node may see the subscription a moment after the probe matched)
+    for i in range(5):
+        out = node.send(cv.rgb8_to_image(generated_frame(W, H, 5 + i)), keys=('depth',))
+        stamp = out['depth'].header.stamp
+        if node.probe.wait_until(
+                lambda: any(m.header.stamp == stamp for m in node.probe.msgs['exp']), 3.0):
+            break
+    exp = next((m for m in node.probe.msgs['exp'] if m.header.stamp == stamp), None)
+    assert exp is not None, 'no explainability image:\n' + node.node.log_text()
+    assert (exp.encoding, exp.width, exp.height) == ('mono8', PARAMS['width'], PARAMS['height'])
+    assert exp.header.frame_id == out['depth'].header.frame_id
+    assert cv.image_to_numpy(exp).shape == (PARAMS['height'], PARAMS['width'])
+
+    # 3) once a camera_info arrives it wins over the learned K
+    K = frame_k(W, H)
+    out = node.send(cv.rgb8_to_image(generated_frame(W, H, 11)), cv.make_camera_info(K, W, H),
+                    keys=('depth_info',))
+    assert np.allclose(np.asarray(out['depth_info'].k).reshape(3, 3), K)
+    assert node.diag(lambda v: v['intrinsics'] == 'camera_info')['published.explainability'] >= 1
