@@ -5,6 +5,12 @@ import argparse
 import logging
 import sys
 
+# core.estimator.MODELS / POSE_MODELS, spelled out so that building the parser (`depth-ego
+# --help`) does not import torch; test_evaluate_inputs checks that they are the same.
+MODELS = ('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5', 'packnet01-w0.25')
+POSE_MODELS = ('monodepth2', 'posexp')
+_MODELS, _POSE_MODELS = MODELS, POSE_MODELS
+
 HELP = 'evaluate depth and ego-motion on a bag with ground truth (report.json + plots)'
 DESCRIPTION = """\
 Read the camera stream of BAG, run the same Estimator the perception node runs (no DDS, as fast
@@ -94,8 +100,15 @@ def add_parser(subparsers):
     t.add_argument('--rpe-delta', type=float, default=1.0, help='RPE pair distance (default 1)')
     t.add_argument('--rpe-unit', choices=('frames', 'm'), default='frames')
     e = p.add_argument_group('estimator (when the network runs)')
-    e.add_argument('--model', choices=('resnet18', 'resnet50'), default=None,
-                   help='default: from the checkpoint, else resnet18')
+    e.add_argument('--model', choices=_MODELS, default=None,
+                   help='depth network (default: from the checkpoint, else resnet18)')
+    e.add_argument('--pose-model', choices=_POSE_MODELS, default=None,
+                   help='pose network: monodepth2 or posexp (SfMLearner PoseExpNet); default: '
+                   'from the checkpoint, else monodepth2')
+    e.add_argument('--learned-intrinsics', action=argparse.BooleanOptionalAction, default=None,
+                   help='use the pose network\'s learned intrinsics when the bag has no camera_info '
+                   '(a camera_info K always wins); default: on when the checkpoint has an '
+                   'intrinsics head (intrinsics.pth)')
     e.add_argument('--width', type=int, default=None, help='network width (default: checkpoint, else 640)')
     e.add_argument('--height', type=int, default=None, help='network height (default: checkpoint, else 192)')
     e.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
@@ -130,7 +143,8 @@ def config_from_args(args):
         rpe_delta=args.rpe_delta, rpe_unit=args.rpe_unit, pose_association=args.pose_association,
         depth_max_dt=args.depth_max_dt, pose_max_dt=args.pose_max_dt, n_examples=args.examples,
         progress=not args.quiet, plots=not args.no_plots,
-        estimator={'model': args.model, 'width': args.width, 'height': args.height,
+        estimator={'model': args.model, 'pose_model': args.pose_model,
+                   'learned_intrinsics': args.learned_intrinsics, 'width': args.width, 'height': args.height,
                    'device': args.device, 'precision': args.precision, 'backend': args.backend,
                    'scale_mode': args.estimator_scale, 'scale_factor': args.estimator_scale_factor,
                    'camera_height': args.camera_height, 'num_threads': args.threads})

@@ -750,13 +750,16 @@ class _Run:
         e = dict(cfg.estimator)
         self.checkpoint_meta = {}
         if cfg.checkpoint:
-            try:
-                meta = ckpt.read_encoder_meta(cfg.checkpoint)
+            try:     # which networks the checkpoint holds: the defaults of the options not given
+                meta = ckpt.read_checkpoint_meta(cfg.checkpoint)
             except ckpt.CheckpointError as exc:
                 raise EvaluationError(str(exc)) from None
             self.checkpoint_meta = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
-            if e.get('model') is None and meta.get('num_layers'):
-                e['model'] = f'resnet{meta["num_layers"]}'
+            for key in ('model', 'pose_model'):
+                if e.get(key) is None and meta.get(key):
+                    e[key] = meta[key]
+            if e.get('learned_intrinsics') is None:
+                e['learned_intrinsics'] = bool(meta.get('learned_intrinsics'))
             e['width'] = e.get('width') or meta.get('width')
             e['height'] = e.get('height') or meta.get('height')
         else:
@@ -768,6 +771,10 @@ class _Run:
             self.estimator = Estimator(self.est_config, cfg.checkpoint)
         except ValueError as exc:
             raise EvaluationError(str(exc)) from None
+        if self.est_config.learned_intrinsics and 'camera_info' not in self.roles:
+            self.warnings = [w for w in self.warnings if not w.startswith('no camera_info topic')]
+            self.warnings.append('no camera_info topic: the learned intrinsics are used '
+                                 '(report inputs.learned_K)')
         if not self.estimator.has_pose and self.pose_enabled:
             self.warnings.append('the checkpoint has no pose network: the trajectory is not evaluated')
             self.pose_enabled = False
@@ -946,7 +953,10 @@ class _Run:
         if self.mode == 'estimator':
             H, W = rgb.shape[:2]
             self.sizes.setdefault('image', [W, H])
-            K = self._K_at((W, H))
+            # learned intrinsics: the learned K is used when the bag has no camera_info (the
+            # perception node's rule); a camera_info K always wins
+            learned = self.est_config.learned_intrinsics and self.K is None
+            K = None if learned else self._K_at((W, H))
             speed = self._speed_at(stamp) if self.cfg.speed_topic else None
             try:
                 out = self.estimator.infer(rgb, K, stamp=stamp, speed=speed)
@@ -959,6 +969,8 @@ class _Run:
                 self.est_rel[i] = out.relative_pose
             pred = out.depth
             rec['scale'] = out.scale
+            if learned and out.K is not None:
+                self.learned_K = (np.asarray(out.K, dtype=np.float64).tolist(), [W, H])
         elif 'pred_depth' in data:
             pred = data['pred_depth'][1]
             self.sizes.setdefault('pred_depth', [pred.shape[1], pred.shape[0]])
@@ -1165,7 +1177,10 @@ def evaluate(cfg: EvaluateConfig, log_fn=None, argv=None) -> dict:
         'mode': run.mode,
         'inputs': {'bag': str(run.bag.path), 'pred_bag': str(run.pbag.path), 'topics': topics,
                    'camera_frame': run.camera_frame,
-                   'camera_info': None if run.K is None else {'K': run.K, 'size': run.info_wh}},
+                   'camera_info': None if run.K is None else {'K': run.K, 'size': run.info_wh},
+                   'learned_K': (None if getattr(run, 'learned_K', None) is None else
+                                 {'K': run.learned_K[0], 'size': run.learned_K[1],
+                                  'note': 'the last frame\'s K (the running estimate)'})},
         'settings': settings,
         'sizes': sizes,
         'association': run.assoc,
