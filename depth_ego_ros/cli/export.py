@@ -6,14 +6,25 @@ import argparse
 import logging
 import sys
 
+from .evaluate import MODELS, POSE_MODELS   # core.estimator's names, without importing torch
+
 HELP = 'export the depth and pose networks (ONNX / TorchScript / TensorRT) and check them'
 DESCRIPTION = """\
-Export the depth and pose networks of a monodepth2-layout checkpoint to OUTDIR:
+Export the depth and pose networks of a checkpoint (monodepth2 layout, the project's
+PackNet / PoseExpNet / intrinsics-head files, or a PackNet-SfM .ckpt) to OUTDIR:
 
     OUTDIR/export.json             manifest (format, model, resolution, precision, check result)
     OUTDIR/depth.{onnx,pt,engine}  image [B,3,H,W] RGB in [0,1] -> disparity [B,1,H,W]
     OUTDIR/pose.{onnx,pt,engine}   pair [B,6,H,W] = [previous, current] -> axisangle [B,3],
                                    translation [B,3] (T_curr_prev); absent without pose files
+                                   --pose-model posexp: + explainability [B,1,H,W] (and
+                                   translation is T_prev_curr, as PoseExpNet predicts it);
+                                   --learned-intrinsics: + intrinsics [B,4] (normalised
+                                   fx, fy, cx, cy)
+
+--model, --pose-model and --learned-intrinsics default to what the checkpoint holds; the
+manifest records them, so the Estimator / perception node run the exported files like the
+torch networks.
 
 Inputs/outputs are float32 with a dynamic batch axis (TensorRT: 1..--max-batch). --fp16 makes
 the inside half precision (weights and compute; TensorRT: FP16 builder flag) except the pose
@@ -33,13 +44,19 @@ Use it: EstimatorConfig(exported_model_dir=OUTDIR) (backend 'auto' picks the for
 def add_parser(subparsers):
     p = subparsers.add_parser('export', help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--checkpoint', metavar='DIR',
-                   help='monodepth2-layout checkpoint directory (without it: RANDOM weights, '
-                        'for pipeline tests and benchmarks only)')
+    p.add_argument('--checkpoint', metavar='DIR|FILE',
+                   help='checkpoint directory or PackNet-SfM .ckpt file (without it: RANDOM '
+                        'weights, for pipeline tests and benchmarks only)')
     p.add_argument('--format', required=True, choices=['onnx', 'torchscript', 'tensorrt'])
     p.add_argument('--out', required=True, metavar='OUTDIR', help='output directory (created)')
-    p.add_argument('--model', choices=['resnet18', 'resnet50'], default=None,
-                   help='encoder (default: detected from the checkpoint, else resnet18)')
+    p.add_argument('--model', choices=MODELS, default=None,
+                   help='depth network (default: detected from the checkpoint, else resnet18)')
+    p.add_argument('--pose-model', choices=POSE_MODELS, default=None,
+                   help='pose network: monodepth2 or posexp (SfMLearner PoseExpNet with its '
+                        'explainability output); default: the checkpoint\'s, else monodepth2')
+    p.add_argument('--learned-intrinsics', action=argparse.BooleanOptionalAction, default=None,
+                   help='export the intrinsics head with the pose network (default: on when '
+                        'the checkpoint has intrinsics.pth)')
     p.add_argument('--width', type=int, default=None,
                    help="network width, multiple of 32 (default: the checkpoint's, else 640)")
     p.add_argument('--height', type=int, default=None,
@@ -67,24 +84,27 @@ def run(args) -> int:
     import torch
     from depth_ego_ros.core import checkpoints as ckpt
     from depth_ego_ros.core import export as export_mod
-    from depth_ego_ros.core.estimator import build_networks
+    from depth_ego_ros.core.estimator import export_estimator_models
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     model, width, height = args.model, args.width, args.height
+    pose_model, learned = args.pose_model, args.learned_intrinsics
     if args.checkpoint:
         try:
-            meta = ckpt.read_encoder_meta(args.checkpoint)
+            meta = ckpt.read_checkpoint_meta(args.checkpoint)
         except ckpt.CheckpointError as exc:
             return _err(str(exc))
-        if model is None and meta['num_layers']:
-            model = f'resnet{meta["num_layers"]}'
+        model = model or meta['model']
+        pose_model = pose_model or meta['pose_model']
+        learned = bool(meta['learned_intrinsics']) if learned is None else learned
         width = width or meta['width']
         height = height or meta['height']
     else:
         print('depth-ego export: WARNING: no --checkpoint given: exporting RANDOM weights '
               '(pipeline tests / benchmarks only)', file=sys.stderr)
     model, width, height = model or 'resnet18', width or 640, height or 192
+    pose_model, learned = pose_model or 'monodepth2', bool(learned)
     if args.format == 'tensorrt':
         reason = export_mod.tensorrt_unavailable_reason(None if args.device == 'auto' else args.device)
         if reason:
@@ -95,22 +115,29 @@ def run(args) -> int:
     if args.pose_tol is not None:
         tol['pose'] = args.pose_tol
     try:
-        depth_net, pose_net, _ = build_networks(model, args.checkpoint)
-        manifest = export_mod.export_models(
-            depth_net, pose_net, args.out, args.format, width, height, model=model,
-            opset=args.opset, fp16=args.fp16, max_batch=args.max_batch,
-            checkpoint=args.checkpoint, device=args.device, tolerances=tol,
+        manifest = export_estimator_models(
+            args.out, args.format, model=model, pose_model=pose_model, learned_intrinsics=learned,
+            checkpoint=args.checkpoint, width=width, height=height, opset=args.opset,
+            fp16=args.fp16, max_batch=args.max_batch, device=args.device, tolerances=tol,
             num_threads=args.threads)
     except (ValueError, RuntimeError) as exc:   # CheckpointError is a ValueError
         return _err(str(exc))
 
     files = ', '.join(f for f in manifest['files'].values() if f)
-    print(f'exported {model} {width}x{height} {manifest["precision"]} {args.format} to '
+    methods = f'{model}/{manifest.get("pose_model", pose_model)}' + (
+        ' + learned intrinsics' if manifest.get('learned_intrinsics') else '')
+    if learned and not manifest.get('learned_intrinsics'):
+        print('depth-ego export: WARNING: no pose network: the intrinsics head is not exported',
+              file=sys.stderr)
+    print(f'exported {methods} {width}x{height} {manifest["precision"]} {args.format} to '
           f'{args.out}: {files}')
     c = manifest['check']
     t = c['tolerance']
     pose = (f'pose max |err| {c["pose_max_abs"]:.3g} (tolerance {t["pose"]:.3g})'
             if c['pose_max_abs'] is not None else 'no pose network')
+    if c.get('explainability_max_abs') is not None:
+        pose += (f', explainability max |err| {c["explainability_max_abs"]:.3g} (tolerance '
+                 f'{t["disparity"]:.3g})')
     verdict = 'PASS' if c['passed'] else 'FAIL: the exported model does NOT match torch'
     print(f'check vs torch fp32 (batch {c["batch"]}, {c["runtime"]}): disparity max |err| '
           f'{c["disparity_max_abs"]:.3g} (tolerance {t["disparity"]:.3g}), {pose}: {verdict}')
