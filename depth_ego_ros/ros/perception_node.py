@@ -3,13 +3,15 @@
 Topics (relative names resolve in the node's namespace; remap them freely)
   in   image               sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)   image_transport=raw
   in   image/compressed    sensor_msgs/CompressedImage (jpeg, png)        image_transport=compressed
-  in   camera_info         sensor_msgs/CameraInfo (intrinsics; fallback: camera_info.fallback_k)
+  in   camera_info         sensor_msgs/CameraInfo (intrinsics; fallback: camera_info.fallback_k, or
+                           with learned_intrinsics the learned K until a camera_info arrives)
   in   <scale.speed_topic> nav_msgs/Odometry | geometry_msgs/TwistStamped   (scale.mode=speed only)
   out  depth               sensor_msgs/Image 32FC1, metres, camera resolution, NaN = invalid
   out  depth/camera_info   sensor_msgs/CameraInfo matching ``depth``
   out  depth/colored       sensor_msgs/Image rgb8, colour-mapped inverse depth
   out  points              sensor_msgs/PointCloud2 x, y, z, rgb (optical frame)
   out  odom                nav_msgs/Odometry (child: frames.base, or the camera frame)
+  out  explainability      sensor_msgs/Image mono8, network resolution (pose_model posexp only)
   out  /tf, /tf_static     tf2_msgs/TFMessage: odom -> child; optional static base -> camera
   out  /diagnostics        diagnostic_msgs/DiagnosticArray
 Every image output carries the input image's header (stamp and optical frame).
