@@ -67,12 +67,15 @@ def _loss(trainer, batch):
     return float(out.total)
 
 
+TRAINED = dict(tensorboard=True, image_every=1, val_fraction=0.2, log_every=2)
+
+
 @pytest.fixture(scope='module')
 def trained(bag, tmp_path_factory):
     """One short run from scratch (2 epochs of 4 steps): the trainer, its summary, loss before
     and after on a fixed batch."""
     out = tmp_path_factory.mktemp('run') / 'run'
-    tr = Trainer(_config(bag, out, epochs=2))
+    tr = Trainer(_config(bag, out, epochs=2, **TRAINED))
     batch = _fixed_batch(tr)
     before = _loss(tr, batch)
     summary = tr.fit()
@@ -96,6 +99,24 @@ def test_a_few_steps_lower_the_loss(bag, tmp_path):
     hist = summary['history']
     assert [h['epoch'] for h in hist] == [0, 1]
     assert hist[-1]['train']['total'] < hist[0]['train']['total']
+
+
+def test_tensorboard_scalars_and_depth_images(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _, summary, _, _, out = trained
+    files = list((out / 'tensorboard').glob('events.out.tfevents.*'))
+    assert files
+    acc = EventAccumulator(str(out / 'tensorboard'), size_guidance={'images': 0, 'scalars': 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for t in ('train/total', 'train/photometric', 'train/velocity', 'train/lr',
+              'train/translation_norm', 'val/total', 'val/photometric'):
+        assert t in tags['scalars'], (t, tags['scalars'])
+    assert len(acc.Scalars('train/total')) == summary['steps'] // 2
+    assert len(acc.Scalars('val/total')) == 3                   # before training + 2 epochs
+    imgs = [t for t in tags['images'] if t.startswith('depth/samples')]
+    assert imgs and len(acc.Images(imgs[0])) == 2               # one per epoch
+    assert summary['val_before'] is not None and summary['val_after'] is not None
 
 
 def test_metric_initialisation_starts_near_the_answer(trained):
@@ -151,7 +172,7 @@ def test_resume_continues_from_saved_epoch_and_step(trained, bag):
     tr, summary, _, _, out = trained
     saved = torch.load(out / 'weights_1' / STATE_FILE, weights_only=True)
     assert saved['epoch'] == 1 and saved['step'] == summary['steps']
-    cfg = _config(bag, out, epochs=3)
+    cfg = _config(bag, out, epochs=3, **TRAINED)
     tr2 = Trainer(cfg, resume=out)
     assert (tr2.epoch, tr2.step) == (2, summary['steps'])
     # networks and optimiser state are the saved ones
@@ -166,7 +187,7 @@ def test_resume_continues_from_saved_epoch_and_step(trained, bag):
     assert os.readlink(out / 'latest') == 'weights_2'
     assert not (out / 'weights_1' / STATE_FILE).exists()
     # a finished run has nothing left to do
-    s3 = Trainer(_config(bag, out, epochs=3), resume=out).fit()
+    s3 = Trainer(_config(bag, out, epochs=3, **TRAINED), resume=out).fit()
     assert s3['epochs_run'] == 0 and s3['stopped'] == 'done'
 
 
@@ -174,14 +195,18 @@ def test_resume_continues_from_saved_epoch_and_step(trained, bag):
 def test_fine_tune_from_checkpoint(trained, bag, tmp_path):
     _, _, _, _, out = trained
     src = out / 'weights_0'
-    tr = Trainer(_config(bag, tmp_path / 'ft', init=str(src), max_steps=1))
+    tr = Trainer(_config(bag, tmp_path / 'ft', init=str(src), max_steps=2, anneal_fraction=0.5))
     enc = ckpt.read_state_dict(src / ckpt.ENCODER_FILE)
     w = tr.model.encoder.state_dict()['encoder.conv1.weight']
     assert torch.equal(w, enc['encoder.conv1.weight'])           # loaded, not re-initialised
     assert not any('initialised' in n for n in tr.init_notes)   # no from-scratch initialisation
     s = tr.fit()
-    assert s['stopped'].startswith('max_steps') and s['steps'] == 1
+    assert s['stopped'].startswith('max_steps') and s['steps'] == 2
     assert (tmp_path / 'ft' / 'weights_0' / ckpt.POSE_FILE).is_file()
+    # the last half of the step budget ran at lr x lr_gamma
+    assert tr.optimizer.param_groups[0]['lr'] == pytest.approx(2e-5)
+    state = torch.load(tmp_path / 'ft' / 'weights_0' / STATE_FILE, weights_only=True)
+    assert state['annealed'] is True
 
 
 def test_bad_config_lists_every_problem(trained, bag, tmp_path):
@@ -214,18 +239,16 @@ def test_config_round_trip(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_cli_bad_config_clear_error(bag, tmp_path):
+def test_cli_bad_config_clear_error(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(__import__('pathlib').Path(__file__).resolve().parents[1]))
-    r = subprocess.run([sys.executable, '-m', 'depth_ego_ros.cli.main', 'train', '--bags', str(bag),
-                        '--out', str(tmp_path / 'o'), '--width', '100', '--lr', '0'],
-                       capture_output=True, text=True, env=env, timeout=100)
-    assert r.returncode == 2, r.stderr
-    assert 'width must be a multiple of 32 and at least 64' in r.stderr and 'lr must be in (0, 1)' in r.stderr
-    assert 'Traceback' not in r.stderr
     r = subprocess.run([sys.executable, '-m', 'depth_ego_ros.cli.main', 'train', '--bags',
-                        str(tmp_path / 'nobag'), '--out', str(tmp_path / 'o')],
-                       capture_output=True, text=True, env=env, timeout=100)
-    assert r.returncode == 2 and 'nobag does not exist' in r.stderr, r.stderr
+                        str(tmp_path / 'nobag'), '--out', str(tmp_path / 'o'), '--width', '100',
+                        '--lr', '0'], capture_output=True, text=True, env=env, timeout=100)
+    assert r.returncode == 2, r.stderr
+    for part in ('nobag does not exist', 'width must be a multiple of 32 and at least 64',
+                 'lr must be in (0, 1)'):
+        assert part in r.stderr, (part, r.stderr)
+    assert 'Traceback' not in r.stderr
 
 
 @pytest.mark.timeout(300)

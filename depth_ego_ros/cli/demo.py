@@ -65,11 +65,12 @@ class DemoConfig:
     width: int = 192                      # network resolution
     height: int = 64
     batch_size: int = 4
-    lr: float = 1e-4
-    train_seconds: float = 480.0          # training time budget
-    max_steps: int = 0                    # 0 = until the time budget is used
+    lr: float = 3e-4
+    train_seconds: float = 540.0          # training time budget
+    anneal_fraction: float = 0.3          # the last 30 % of the budget at lr x 0.1
+    max_steps: int = 1800                 # stop here on a fast machine (0 = time budget only)
     odometry_warp_steps: int = -1         # curriculum (TrainConfig.odometry_warp_steps): whole run
-    offline_eval: bool = True             # also run the checkpoints offline through the Estimator
+    offline_eval: bool = False            # also run the checkpoints offline through the Estimator
     init: str | None = None               # start from this checkpoint instead of random weights
     threads: int = 0                      # torch threads for training (0 = default)
     node_threads: int = 1                 # the perception node's torch threads
@@ -81,7 +82,7 @@ class DemoConfig:
     def quick_preset(cls, **kw) -> 'DemoConfig':
         base = dict(quick=True, train_frames=16, camera_width=128,
                     camera_height=64, width=96, height=64, batch_size=2, train_seconds=60.0,
-                    max_steps=3, play_rate=1.0, heldout_frames=10, offline_eval=False)
+                    max_steps=3, play_rate=1.0, heldout_frames=10)
         base.update(kw)
         return cls(**base)
 
@@ -330,7 +331,8 @@ def stage_train(cfg: DemoConfig, bag: Path, out: Path, log) -> dict:
     tc = TrainConfig(bags=[str(bag)], out=str(out), width=cfg.width, height=cfg.height,
                      batch_size=cfg.batch_size, lr=cfg.lr, epochs=10_000, lr_step=10_000,
                      time_budget=cfg.train_seconds, max_steps=cfg.max_steps, init=cfg.init,
-                     odometry_warp_steps=cfg.odometry_warp_steps,
+                     odometry_warp_steps=cfg.odometry_warp_steps, lr_gamma=0.1,
+                     anneal_fraction=cfg.anneal_fraction,
                      val_fraction=0.0, device=cfg.device, num_threads=cfg.threads,
                      save_every=10_000, keep_checkpoints=1, image_every=0, seed=cfg.seed,
                      progress=sys.stderr.isatty(), odom_topic=ODOM, image_topic=CAMERA,
@@ -658,8 +660,9 @@ def add_parser(subparsers):
                    help='network resolution, multiples of 32 (default 192 64)')
     p.add_argument('--batch-size', type=int)
     p.add_argument('--lr', type=float)
-    p.add_argument('--train-minutes', type=float, help='training time budget (default 8)')
-    p.add_argument('--max-steps', type=int, help='stop training after N steps (default: time budget)')
+    p.add_argument('--train-minutes', type=float, help='training time budget (default 9)')
+    p.add_argument('--max-steps', type=int, help='stop training after N steps, whichever of steps '
+                   'and time comes first (default 1800; 0 = the time budget only)')
     p.add_argument('--odometry-warp-steps', type=int,
                    help='training curriculum: warps take the translation length from odometry '
                    'for the first N steps (default -1 = whole run; 0 = off)')
@@ -670,12 +673,15 @@ def add_parser(subparsers):
     p.add_argument('--domain-id', type=int, help='ROS_DOMAIN_ID for the demo nodes (default: '
                    '$ROS_DOMAIN_ID, else one derived from the process id)')
     p.add_argument('--device', help='auto | cpu | cuda | cuda:N (training and nodes)')
+    p.add_argument('--offline-eval', action='store_true',
+                   help='also evaluate both checkpoints offline through the Estimator (every '
+                   'held-out frame, no DDS): a cross-check of the live numbers')
     p.set_defaults(func=run)
     return p
 
 
 def config_from_args(args) -> DemoConfig:
-    kw = {'out': args.out, 'ros': args.ros}
+    kw = {'out': args.out, 'ros': args.ros, 'offline_eval': args.offline_eval}
     for name in ('scene', 'seed', 'train_frames', 'heldout_frames', 'batch_size', 'lr',
                  'max_steps', 'odometry_warp_steps', 'init', 'threads', 'play_rate', 'domain_id',
                  'device'):

@@ -55,6 +55,8 @@ def add_parser(subparsers):
                    "(default auto = forward with odometry)")
     g.add_argument('--translation-scale', help="training-time scale of the pose translations "
                    "(checkpoints unaffected); 'auto' (default) = median odometry step / 0.05")
+    g.add_argument('--rotation-scale', type=float,
+                   help='training-time scale of the pose rotations (checkpoints unaffected; default 1)')
     g.add_argument('--odometry-warp-steps', type=int,
                    help='curriculum: for the first N steps the warps take the translation length '
                    'from odometry (-1 = whole run, default 0 = off)')
@@ -68,6 +70,9 @@ def add_parser(subparsers):
     g.add_argument('--max-steps', type=int, help='stop after N optimiser steps (default 0 = no limit)')
     g.add_argument('--time-budget', type=float, metavar='SEC',
                    help='stop after SEC seconds of training (default 0 = no limit)')
+    g.add_argument('--anneal-fraction', type=float, metavar='F',
+                   help='with --max-steps/--time-budget: the last F of the budget runs at '
+                   'lr x lr-gamma (default 0 = off)')
     g.add_argument('--no-amp', dest='amp', action='store_const', const=False,
                    help='no mixed precision on CUDA (AMP is on by default there)')
     g.add_argument('--device', help="auto | cpu | cuda | cuda:N (default auto)")
@@ -99,8 +104,8 @@ def add_parser(subparsers):
 
 
 _FIELDS = ('bags', 'out', 'init', 'model', 'width', 'height', 'min_depth', 'max_depth',
-           'init_depth', 'pose_init', 'translation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
-           'weight_decay', 'max_steps', 'time_budget', 'amp', 'device', 'num_workers',
+           'init_depth', 'pose_init', 'translation_scale', 'rotation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
+           'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'amp', 'device', 'num_workers',
            'num_threads', 'seed', 'val_fraction', 'image_topic', 'camera_info_topic', 'odom_topic',
            'augment', 'smoothness_weight', 'velocity_weight', 'automask', 'scales', 'log_every',
            'image_every', 'save_every', 'keep_checkpoints', 'tensorboard', 'progress')
@@ -123,6 +128,7 @@ def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     from ..training.config import TrainConfigError
     from ..training.trainer import Trainer, TrainingError
+    trainer = None
     try:
         cfg = config_from_args(args)
         cfg.validate()
@@ -135,13 +141,11 @@ def run(args) -> int:
         print(f'depth-ego train: error: {exc}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print('depth-ego train: interrupted (the last completed epoch is saved)', file=sys.stderr)
+        print('depth-ego train: interrupted (the last saved epoch is in OUT/latest)', file=sys.stderr)
         return 130
     finally:
-        try:
+        if trainer is not None:
             trainer.ctx.shutdown()
-        except NameError:
-            pass
     if trainer.ctx.is_main:
         short = {k: v for k, v in summary.items() if k != 'history'}
         print(json.dumps(short, indent=2, default=str))

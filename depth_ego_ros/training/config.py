@@ -50,6 +50,7 @@ class TrainConfig:
       translation_scale: training-time reparametrisation of the pose decoder's translation
         outputs (see :mod:`depth_ego_ros.training.model`; checkpoints are unaffected). 'auto' =
         the median odometry step / 0.05 (clipped to 1..100) with odometry, else 1 (monodepth2).
+      rotation_scale: the same for the rotation (axis-angle) outputs; default 1 (monodepth2).
       odometry_warp_steps: curriculum: during the first N optimiser steps the photometric warps
         take the translation *length* from odometry (the pose network decides direction and
         rotation; the velocity loss keeps training its length). Needs odometry; 0 = off
@@ -61,6 +62,9 @@ class TrainConfig:
       max_steps: stop after this many optimiser steps in total (0 = no limit).
       time_budget: stop after this many seconds of training (0 = no limit); the current epoch
         is cut short and saved.
+      anneal_fraction: with max_steps or time_budget: the last fraction of that budget runs at
+        lr x lr_gamma (a one-off drop, whatever the machine's speed; 0 = off). A short run ends
+        much more stably this way than on a constant learning rate.
       amp: mixed precision (float16 autocast + GradScaler) on CUDA; ignored on the CPU.
       device: 'auto' | 'cpu' | 'cuda' | 'cuda:N' (under torchrun each rank takes its LOCAL_RANK).
       num_workers: DataLoader workers (0 = in the main process; the frames are in memory).
@@ -95,6 +99,7 @@ class TrainConfig:
     init_depth: float | str = 'auto'
     pose_init: str = 'auto'
     translation_scale: float | str = 'auto'
+    rotation_scale: float = 1.0
     odometry_warp_steps: int = 0
     min_depth: float = 0.1
     max_depth: float = 100.0
@@ -107,6 +112,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_steps: int = 0
     time_budget: float = 0.0
+    anneal_fraction: float = 0.0
     amp: bool = True
     device: str = 'auto'
     num_workers: int = 0
@@ -180,6 +186,8 @@ class TrainConfig:
                                                      and 0 < self.translation_scale <= 1e4):
             errs.append(f"translation_scale must be 'auto' or a number in (0, 1e4], "
                         f'got {self.translation_scale!r}')
+        if not (is_num(self.rotation_scale) and 0 < self.rotation_scale <= 1e4):
+            errs.append(f'rotation_scale must be a number in (0, 1e4], got {self.rotation_scale!r}')
         if not is_int(self.odometry_warp_steps) or self.odometry_warp_steps < -1:
             errs.append(f'odometry_warp_steps must be an integer >= -1, got {self.odometry_warp_steps!r}')
         if self.pose_init not in _POSE_INITS:
@@ -204,6 +212,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not (is_num(v) and v >= 0):
                 errs.append(f'{name} must be a finite number >= 0, got {v!r}')
+        if not (is_num(self.anneal_fraction) and 0 <= self.anneal_fraction < 1):
+            errs.append(f'anneal_fraction must be in [0, 1), got {self.anneal_fraction!r}')
+        elif self.anneal_fraction > 0 and not (self.max_steps or self.time_budget):
+            errs.append('anneal_fraction needs a budget: max_steps or time_budget')
         if not (is_num(self.val_fraction) and 0 <= self.val_fraction < 1):
             errs.append(f'val_fraction must be in [0, 1), got {self.val_fraction!r}')
         dev = self.device

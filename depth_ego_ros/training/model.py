@@ -9,14 +9,16 @@ frame and returns the sigmoid disparity at every loss scale; the pose network se
 (source, target) pair **in temporal order** and its first prediction is turned into
 ``T_src_tgt`` (target camera -> source camera) -- inverted for sources before the target.
 
-Translation scale (training only): monodepth2's pose decoder multiplies its outputs by 0.01,
+Output scales (training only): monodepth2's pose decoder multiplies its outputs by 0.01,
 which suits scale-free training (translations of a few hundredths of a depth unit) but makes
 metric translations (tenths of a metre to a metre per frame, imposed by the velocity loss) take
 thousands of Adam steps to reach. ``translation_scale`` c reparametrises the translation rows of
 the last pose convolution: the network is trained to output t / c and the model multiplies by c,
-which for Adam is the same as a c-times larger learning rate on those rows. Checkpoints are
-always written with c folded back into the weights (and it is divided out when loading), so
-they are plain monodepth2 checkpoints the Estimator runs unchanged.
+which for Adam is the same as a c-times larger learning rate on those rows. ``rotation_scale``
+does the same for the axis-angle rows (rotations of a few degrees per frame in turns are also
+hundreds of Adam steps away at 0.01). Checkpoints are always written with the factors folded
+back into the weights (and they are divided out when loading), so they are plain monodepth2
+checkpoints the Estimator runs unchanged.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class SfMModel(nn.Module):
     """
 
     def __init__(self, depth_encoder, depth_decoder, pose_encoder, pose_decoder, scales=(0, 1, 2, 3),
-                 translation_scale: float = 1.0):
+                 translation_scale: float = 1.0, rotation_scale: float = 1.0):
         super().__init__()
         self.encoder = depth_encoder
         self.depth = depth_decoder
@@ -56,7 +58,8 @@ class SfMModel(nn.Module):
         self.pose = pose_decoder
         self.scales = tuple(scales)
         self.translation_scale = 1.0
-        self.set_translation_scale(translation_scale)
+        self.rotation_scale = 1.0
+        self.set_output_scales(rotation_scale, translation_scale)
         # the ResNet classification heads are kept for checkpoint compatibility only: never run,
         # never trained (DDP would otherwise complain about parameters without gradients)
         for enc in (self.encoder, self.pose_encoder):
@@ -77,7 +80,7 @@ class SfMModel(nn.Module):
             pairs.append(torch.cat([src, target], 1) if off < 0 else torch.cat([target, src], 1))
         # all pairs through the pose network in one batch
         aa, tr = self.pose([self.pose_encoder(torch.cat(pairs, 0))])
-        aa = aa[:, 0, 0].float().view(S, B, 3)
+        aa = aa[:, 0, 0].float().view(S, B, 3) * self.rotation_scale
         tr = tr[:, 0, 0].float().view(S, B, 3) * self.translation_scale
         used = tr
         if lengths is not None:
@@ -99,37 +102,52 @@ class SfMModel(nn.Module):
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
-    def _translation_rows(self):
+    def _rows(self, part: str):
         n = self.pose.num_frames_to_predict_for
-        return [6 * k + r for k in range(n) for r in (3, 4, 5)]
+        offs = (0, 1, 2) if part == 'rotation' else (3, 4, 5)
+        return [6 * k + r for k in range(n) for r in offs]
+
+    def _row_factors(self) -> torch.Tensor:
+        """Per output channel of the last pose convolution: the factor the model applies."""
+        f = torch.ones(self.pose.net[-1].out_channels)
+        f[self._rows('rotation')] = self.rotation_scale
+        f[self._rows('translation')] = self.translation_scale
+        return f
+
+    def set_output_scales(self, rotation: float | None = None, translation: float | None = None):
+        """Change the reparametrisation of the pose outputs without changing what the model
+        predicts (the last convolution's rows are divided by the new factors)."""
+        old = self._row_factors()
+        for name, v in (('rotation', rotation), ('translation', translation)):
+            if v is None:
+                continue
+            v = float(v)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f'{name}_scale must be > 0, got {v}')
+            setattr(self, f'{name}_scale', v)
+        ratio = (old / self._row_factors()).to(self.pose.net[-1].weight)
+        last = self.pose.net[-1]
+        with torch.no_grad():
+            last.weight.mul_(ratio.view(-1, 1, 1, 1))
+            last.bias.mul_(ratio)
 
     def set_translation_scale(self, c: float):
-        """Change the translation reparametrisation without changing what the model predicts."""
-        c = float(c)
-        if not (math.isfinite(c) and c > 0):
-            raise ValueError(f'translation_scale must be > 0, got {c}')
-        last = self.pose.net[-1]
-        rows = self._translation_rows()
-        with torch.no_grad():
-            f = self.translation_scale / c
-            last.weight[rows] *= f
-            last.bias[rows] *= f
-        self.translation_scale = c
+        self.set_output_scales(translation=c)
 
     def pose_state_dict(self) -> dict:
-        """The pose decoder's state dict as monodepth2 expects it (translation scale folded in)."""
+        """The pose decoder's state dict as monodepth2 expects it (output scales folded in)."""
         sd = {k: v.detach().clone() for k, v in self.pose.state_dict().items()}
         idx = len(self.pose.net) - 1
-        rows = self._translation_rows()
-        for name in ('weight', 'bias'):
-            sd[f'net.{idx}.{name}'][rows] *= self.translation_scale
+        f = self._row_factors()
+        sd[f'net.{idx}.weight'] *= f.view(-1, 1, 1, 1).to(sd[f'net.{idx}.weight'])
+        sd[f'net.{idx}.bias'] *= f.to(sd[f'net.{idx}.bias'])
         return sd
 
     def save(self, directory, height: int, width: int):
         """Write the monodepth2 layout (encoder.pth with height/width, depth.pth, pose_*.pth)."""
         d = ckpt.save_monodepth2(directory, self.encoder, self.depth, self.pose_encoder,
                                  self.pose, height=height, width=width)
-        if self.translation_scale != 1.0:
+        if self.translation_scale != 1.0 or self.rotation_scale != 1.0:
             tmp = d / f'.{ckpt.POSE_FILE}.{os.getpid()}.tmp'
             torch.save({k: v.cpu() for k, v in self.pose_state_dict().items()}, tmp)
             os.replace(tmp, d / ckpt.POSE_FILE)

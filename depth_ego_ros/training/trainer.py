@@ -207,9 +207,14 @@ class Trainer:
         if c == 'auto':
             step = self._median_step()
             c = float(np.clip(step / 0.05, 1.0, 100.0)) if step else 1.0
-        model.set_translation_scale(float(c))
+        r = cfg.rotation_scale
+        if self.resume_dir is not None:
+            r = self._saved_state_value('rotation_scale', r)
+        model.set_output_scales(rotation=float(r), translation=float(c))
         if c != 1.0:
             self.init_notes.append(f'pose translation scale {float(c):.3g}')
+        if r != 1.0:
+            self.init_notes.append(f'pose rotation scale {float(r):.3g}')
         if source is None:
             init_depth = cfg.init_depth
             if init_depth == 'auto':
@@ -262,6 +267,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
         self.epoch = 0          # next epoch to run
         self.step = 0           # optimiser steps done
+        self.annealed = False   # the anneal_fraction drop happened
+        self.train_seconds = 0.0  # training time of earlier sessions (resume)
         if self.resume_dir is not None:
             self._load_state(self.resume_dir)
 
@@ -286,6 +293,8 @@ class Trainer:
                                        f'{getattr(self.config, key)!r}')
         self.epoch = int(state['epoch']) + 1
         self.step = int(state['step'])
+        self.annealed = bool(state.get('annealed', False))
+        self.train_seconds = float(state.get('train_seconds', 0.0))
         for g in self.optimizer.param_groups:     # the schedule decides the learning rate
             g.setdefault('initial_lr', self.config.lr)
         self.resumed_from = {'directory': str(directory), 'epoch': int(state['epoch']),
@@ -386,7 +395,10 @@ class Trainer:
         state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
                  'scaler': self.scaler.state_dict() if self.amp else {},
                  'epoch': int(epoch), 'step': int(self.step), 'epoch_complete': bool(complete),
+                 'annealed': bool(self.annealed),
+                 'train_seconds': float(self.train_seconds + time.perf_counter() - self._t_start),
                  'translation_scale': float(self.model.translation_scale),
+                 'rotation_scale': float(self.model.rotation_scale),
                  'config': cfg.to_dict()}
         tmp = d / f'.{STATE_FILE}.{os.getpid()}.tmp'
         torch.save(state, tmp)
@@ -432,7 +444,8 @@ class Trainer:
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             cfg.save(self.out / CONFIG_FILE)
-        t_start = time.perf_counter()
+        t_start = self._t_start = time.perf_counter() - self.train_seconds
+        self.train_seconds = 0.0
         first_epoch = self.epoch
         summary = {'out': str(self.out), 'device': str(self.device), 'world_size': ctx.world_size,
                    'train_samples': len(self.train_set),
@@ -504,6 +517,26 @@ class Trainer:
                        val_after=self.history[-1]['val'] if self.history else None)
         return summary
 
+    def _maybe_anneal(self, t_start: float):
+        """Drop the learning rate once when the last anneal_fraction of the budget starts."""
+        cfg = self.config
+        if self.annealed or not cfg.anneal_fraction:
+            return
+        progress = 0.0
+        if cfg.max_steps:
+            progress = self.step / cfg.max_steps
+        if cfg.time_budget:
+            elapsed = time.perf_counter() - t_start
+            if self.ctx.distributed:     # every rank drops at the same step
+                elapsed = float(self.ctx.all_reduce_mean(torch.tensor([elapsed]))[0])
+            progress = max(progress, elapsed / cfg.time_budget)
+        if progress >= 1.0 - cfg.anneal_fraction:
+            for g in self.optimizer.param_groups:
+                g['lr'] *= cfg.lr_gamma
+            self.annealed = True
+            self.log(f'step {self.step}: learning rate x{cfg.lr_gamma:g} for the last '
+                     f'{cfg.anneal_fraction:.0%} of the budget')
+
     def _train_epoch(self, epoch: int, t_start: float):
         cfg = self.config
         ctx = self.ctx
@@ -520,6 +553,7 @@ class Trainer:
         t_epoch = time.perf_counter()
         t_log, seen_log = time.perf_counter(), 0
         for batch in self.train_loader:
+            self._maybe_anneal(t_start)
             batch = _to(batch, self.device)
             out, trans = self.compute_loss(batch, train=True)
             if not torch.isfinite(out.total):
