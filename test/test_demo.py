@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from depth_ego_ros.cli.demo import DemoConfig, table
+from depth_ego_ros.cli.demo import DemoConfig, run_demo, table
 
 
 @pytest.mark.timeout(420)
@@ -61,6 +61,25 @@ def test_demo_quick_end_to_end_over_dds(ros_env, tmp_path):
     assert 'AbsRel (median)' in r.stdout and 'after fine-tuning' in r.stdout
     assert 'quick mode' in rep['verdict']
     assert (out / 'eval' / 'live_after' / 'report.json').is_file()
+
+
+@pytest.mark.timeout(180)
+def test_demo_quick_without_ros_trains_on_the_synthetic_bag(tmp_path):
+    """--no-ros: the same stages as functions in this process, offline evaluation."""
+    import torch
+    n = torch.get_num_threads()
+    try:
+        rep = run_demo(DemoConfig.quick_preset(out=str(tmp_path / 'd'), ros=False, threads=1))
+    finally:
+        torch.set_num_threads(n)
+    assert set(rep['stages']) == {'synth', 'train'}
+    assert rep['stages']['train']['config']['bags'] == [rep['stages']['synth']['train']['bag']]
+    off = rep['results']['offline']
+    assert 'live' not in rep['results']
+    for key in ('before', 'after'):
+        assert off[key]['abs_rel_median'] is not None and off[key]['frames_depth'] == 10
+    assert off['before']['abs_rel_metric'] > 0.9                  # random weights: ~0.2 m
+    assert (tmp_path / 'd' / 'report.json').is_file()
 
 
 def test_demo_config_validation_and_table():

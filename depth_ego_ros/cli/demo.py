@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
 import shutil
 import signal
@@ -525,6 +523,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     log_dir = out / 'logs'
     log_dir.mkdir(exist_ok=True)
     log = _Log(log_dir / 'demo.log')
+    try:
+        return _run(cfg, out, log_dir, log)
+    finally:
+        log.f.close()
+
+
+def _run(cfg: DemoConfig, out: Path, log_dir: Path, log) -> dict:
     t0 = time.monotonic()
     timings = {}
     report = {'config': dataclasses.asdict(cfg), 'stages': {}}

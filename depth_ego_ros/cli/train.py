@@ -24,7 +24,7 @@ Several GPUs (or CPU processes): the same command under torchrun, e.g.
 Examples:
   depth-ego train --bags bags/run1 bags/run2 --out run1 --epochs 20 --batch-size 12
   depth-ego train --bags bags/robot --init mono_640x192 --out ft --epochs 5 --lr 5e-5
-  depth-ego train --bags bags/robot --out ft --epochs 10 --resume       # continue ft/latest
+  depth-ego train --out ft --epochs 10 --resume       # continue ft/latest with ft's configuration
   depth-ego train --config run1/train_config.json --epochs 30 --resume
 """
 
@@ -113,9 +113,19 @@ _FIELDS = ('bags', 'out', 'init', 'model', 'width', 'height', 'min_depth', 'max_
 
 def config_from_args(args):
     """TrainConfig from --config (if any) overridden by the options given."""
-    from ..training.config import TrainConfig
-    base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
-    if args.config and args.resume is not None and args.init is None:
+    from pathlib import Path
+
+    from ..training.config import CONFIG_FILE, TrainConfig
+    config = args.config
+    if config is None and args.resume is not None:
+        # resuming without --config: the run's own configuration is the base
+        run_dir = Path(args.resume) if args.resume else Path(args.out) if args.out else None
+        for cand in ([run_dir / CONFIG_FILE, run_dir.parent / CONFIG_FILE] if run_dir else []):
+            if cand.is_file():
+                config = cand
+                break
+    base = TrainConfig.load(config).to_dict() if config else TrainConfig().to_dict()
+    if config and args.resume is not None and args.init is None:
         base['init'] = None            # the resumed run's own weights take over
     for name in _FIELDS:
         v = getattr(args, name, None)

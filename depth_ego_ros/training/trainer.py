@@ -25,7 +25,6 @@ writes. ``batch_size`` is per process.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
