@@ -46,7 +46,8 @@ def test_demo_quick_end_to_end_over_dds(ros_env, tmp_path):
     for key in ('before', 'after'):
         s = live[key]
         assert 'error' not in s, s
-        for m in ('abs_rel_median', 'a1_median', 'abs_rel_metric', 'ate_sim3_rmse', 'ate_5frame'):
+        for m in ('abs_rel_median', 'a1_median', 'abs_rel_metric', 'ate_sim3_rmse', 'ate_5frame',
+                  'rpe_translation_rmse'):
             assert s[m] is not None and np.isfinite(s[m]) and s[m] >= 0, (key, m, s[m])
         assert s['frames_depth'] >= n_held - 2
     # random weights output ~0.2 m everywhere: metric AbsRel close to 1; the trained net starts
@@ -58,7 +59,8 @@ def test_demo_quick_end_to_end_over_dds(ros_env, tmp_path):
     for f in ('depth_before_after.png', 'trajectory_before_after.png'):
         assert (out / f).stat().st_size > 10_000, f
     assert (out / 'train' / 'latest' / 'encoder.pth').is_file()
-    assert 'AbsRel (median)' in r.stdout and 'after fine-tuning' in r.stdout
+    assert not (out / 'train' / 'latest' / 'adam.pth').exists()     # the demo never resumes
+    assert 'AbsRel(median)' in r.stdout and 'after fine-tuning' in r.stdout
     assert 'quick mode' in rep['verdict']
     assert (out / 'eval' / 'live_after' / 'report.json').is_file()
 
@@ -90,7 +92,7 @@ def test_demo_config_validation_and_table():
     q = DemoConfig.quick_preset(out='x')
     assert q.quick and q.ros and q.max_steps > 0 and q.validate() is q
     text = table({'before': {'abs_rel_median': 0.5}, 'after': {'abs_rel_median': 0.25}})
-    assert 'AbsRel (median)' in text and '0.500' in text and 'n/a' in text
+    assert 'AbsRel(median)' in text and '0.500' in text and 'n/a' in text
 
 
 def test_demo_refuses_bad_options(tmp_path):
