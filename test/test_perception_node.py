@@ -32,7 +32,10 @@ NODE_PARAMS = {
     'qos.input': 'reliable', 'qos.input_depth': 5,
     'frames.base': 'base_link', 'static_transform.publish': True,
     'points.stride': STRIDE, 'diagnostics.period': 0.3, 'log_throttle': 60.0,
-    'camera_info.sync_timeout': 1.0,
+    # > Fast DDS's reliable retransmission delay (heartbeat ~3 s): a camera_info datagram lost
+    # on a busy loopback (640x480 frames travel as UDP fragments here) must still pair with
+    # its image instead of the node falling back to the previous camera_info.
+    'camera_info.sync_timeout': 5.0,
 }
 OUTPUT_TOPICS = {
     'depth': (Image, 'depth'), 'depth_info': (CameraInfo, 'depth/camera_info'),

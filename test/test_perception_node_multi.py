@@ -30,7 +30,7 @@ CAMERAS = {
 PARAMS = {
     'cameras': list(CAMERAS), 'width': 128, 'height': 64, 'num_threads': 1,
     'qos.input': 'reliable', 'qos.input_depth': 5, 'points.stride': STRIDE,
-    'diagnostics.period': 0.3, 'log_throttle': 60.0, 'camera_info.sync_timeout': 1.0,
+    'diagnostics.period': 0.3, 'log_throttle': 60.0, 'camera_info.sync_timeout': 5.0,
     'batch_window': 0.5,             # generous: publishers on 2 busy cores are not simultaneous
 }
 KEYS = ('depth', 'depth_info', 'colored', 'points', 'odom')
