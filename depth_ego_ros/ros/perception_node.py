@@ -46,13 +46,13 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from depth_ego_ros.ros import conversions as conv
 from depth_ego_ros.ros import qos
+from depth_ego_ros.ros.node_main import run_node
 from depth_ego_ros.ros.params import Param, declare, on_set_validator
 from depth_ego_ros.ros.runtime import KeyedSlots, KeyedThrottle, LatestSlot, RateMeter, Stats
 from depth_ego_ros.ros.tf_broadcast import TfBroadcaster
@@ -804,22 +804,7 @@ class PerceptionNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = PerceptionNode()
-    except Exception as exc:  # bad parameters / checkpoint: one clear line, non-zero exit
-        rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {type(exc).__name__}: {exc}')
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PerceptionNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

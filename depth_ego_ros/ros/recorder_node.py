@@ -26,13 +26,13 @@ import rclpy
 import rclpy.subscription
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import SetBool, Trigger
 
 from ..data.bag_writer import BagWriterConfig
 from ..data.bags import TypeCatalog, UnknownTypeError
+from .node_main import run_node
 from .params import Param, declare, on_set_validator
 from .recorder_filter import (CameraInfoDedup, FilterConfig, FrameError, FrameFilter,
                               compressed_thumbnail, header_stamp_ns, image_thumbnail,
@@ -486,22 +486,7 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = RecorderNode()
-    except Exception as exc:  # bad parameters: one clear line, non-zero exit
-        rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {type(exc).__name__}: {exc}')
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(RecorderNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':
