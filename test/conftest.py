@@ -53,3 +53,14 @@ def ros_env(tmp_path):
     mp, env = isolated_ros_environment(tmp_path / 'ros_log')
     yield env
     mp.undo()
+
+
+@pytest.fixture(scope='module')
+def torch_one_thread():
+    """Tiny tensors: one torch thread is fastest and leaves the other core to parallel work.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures('torch_one_thread')``."""
+    torch = pytest.importorskip('torch')
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -12,16 +12,11 @@ from depth_ego_ros.data.dataset import (BagDatasetError, BagTripletDataset, Data
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 from depth_ego_ros.data.synth_bag import SynthTopics, write_synth_bag
 
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
+
 BAG_W, BAG_H = 96, 32
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one thread is fastest and leaves the other core to parallel work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 NET = dict(width=64, height=24)
 
 

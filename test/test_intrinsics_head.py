@@ -16,15 +16,7 @@ from depth_ego_ros.core.networks.posexp_net import PoseExpNet
 from depth_ego_ros.core.networks.resnet_encoder import ResnetEncoder
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('torch_one_thread')]
 
 
 def test_initial_K_is_the_prior_and_valid():

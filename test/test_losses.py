@@ -12,16 +12,9 @@ from depth_ego_ros.core.losses import (LossConfig, SelfSupervisedLoss, dssim, mi
                                        warp_image)
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
+
 W, H = 128, 48
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one thread is fastest and leaves the other core to parallel work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _t(a):

@@ -15,16 +15,8 @@ from depth_ego_ros.core.losses_extra import (SequenceDepthNormalizer, alignment_
                                              robust_distance, scale_invariant_depth_loss)
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('torch_one_thread')]
 W, H = 128, 48
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _t(a):

@@ -16,16 +16,8 @@ from depth_ego_ros.core.packnet_checkpoint import (extract_depth_state_dict, inf
                                                    load_packnet_checkpoint, read_packnet_ckpt,
                                                    save_packnet_checkpoint)
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('torch_one_thread')]
 H, W = 32, 64
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')

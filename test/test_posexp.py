@@ -11,16 +11,8 @@ from depth_ego_ros.core.losses_extra import (explainability_photometric_loss,
 from depth_ego_ros.core.networks.posexp_net import POSE_SCALE, PoseExpNet, mask_to_mono8
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('torch_one_thread')]
 H, W = 32, 96
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')

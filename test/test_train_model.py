@@ -9,15 +9,9 @@ from depth_ego_ros.core.geometry import pose_vec_to_mat
 from depth_ego_ros.core.networks.depth_decoder import disp_to_depth
 from depth_ego_ros.training.model import build_model, init_depth_output, init_pose_forward
 
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
+
 W, H = 64, 64
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')
