@@ -303,6 +303,23 @@ def test_fixed_scale(K):
     assert np.allclose(f[1].relative_pose[:3, :3], o[1].relative_pose[:3, :3])
 
 
+def test_relative_scale_gives_median_one_depth(K):
+    """scale_mode 'relative' (the relative-depth output mode): every depth map has median 1 at
+    network resolution, and the frame's translation is divided by the same median."""
+    img = _images(3)
+    plain = Estimator(_cfg())
+    rel = Estimator(_cfg(scale_mode='relative'))
+    for i in img:
+        o, r = plain.infer(i, K), rel.infer(i, K)
+        # o.disparity is the network-resolution inverse depth: its median is 1 / median depth
+        assert r.scale == pytest.approx(float(torch.from_numpy(o.disparity).median()), rel=1e-5)
+        assert np.allclose(r.depth, o.depth * r.scale, rtol=1e-5)
+        assert float(np.median(r.depth)) == pytest.approx(1.0, rel=0.05)
+        if o.relative_pose is not None:
+            assert np.allclose(r.relative_pose[:3, 3], o.relative_pose[:3, 3] * r.scale, rtol=1e-4)
+            assert np.allclose(r.relative_pose[:3, :3], o.relative_pose[:3, :3], atol=1e-6)
+
+
 def test_camera_height_scale_recovers_metric_depth():
     K = np.array([[60.0, 0, 63.5], [0, 60.0, 31.5], [0, 0, 1]])
     e = Estimator(_cfg(scale_mode='camera_height', camera_height=1.5, scale_smoothing=0.5))

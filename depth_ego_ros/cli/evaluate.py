@@ -114,8 +114,9 @@ def add_parser(subparsers):
     e.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
     e.add_argument('--precision', choices=('fp32', 'fp16'), default='fp32')
     e.add_argument('--backend', choices=('torch', 'onnxruntime'), default='torch')
-    e.add_argument('--estimator-scale', choices=('none', 'fixed', 'camera_height', 'speed'),
-                   default='none', help="the Estimator's metric scale mode (default none: relative)")
+    e.add_argument('--estimator-scale', choices=('none', 'relative', 'fixed', 'camera_height', 'speed'),
+                   default='none', help="the Estimator's metric scale mode (default none: the "
+                   "network's units; relative: median depth 1 per image)")
     e.add_argument('--estimator-scale-factor', type=float, default=1.0, help='for --estimator-scale fixed')
     e.add_argument('--camera-height', type=float, default=1.0, help='metres, for camera_height')
     e.add_argument('--speed-topic', help='Odometry/TwistStamped topic for --estimator-scale speed')

@@ -73,7 +73,7 @@ def add_parser(subparsers):
     p.add_argument('--backend', choices=['torch', 'onnxruntime', 'torchscript'], default='torch')
     p.add_argument('--min-depth', type=float, default=0.1, help='default 0.1 (monodepth2)')
     p.add_argument('--max-depth', type=float, default=100.0, help='default 100 (monodepth2)')
-    p.add_argument('--scale-mode', choices=['none', 'fixed', 'camera_height'], default='none',
+    p.add_argument('--scale-mode', choices=['none', 'relative', 'fixed', 'camera_height'], default='none',
                    help='metric scale: none (relative), fixed (--scale-factor), camera_height '
                         '(ground plane --camera-height metres below the camera)')
     p.add_argument('--scale-factor', type=float, default=1.0,

@@ -71,7 +71,7 @@ MODELS = ('resnet18', 'resnet50') + tuple(PACKNET_WIDTHS)
 #: EstimatorConfig.pose_model
 POSE_MODELS = ('monodepth2', 'posexp')
 _MODELS = MODELS
-_SCALE_MODES = ('none', 'fixed', 'camera_height', 'speed')
+_SCALE_MODES = ('none', 'relative', 'fixed', 'camera_height', 'speed')
 
 #: monodepth2's KITTI intrinsics, normalised by the image size (fx/W, fy/H, cx/W, cy/H)
 MONODEPTH2_KITTI_K = np.array([[0.58, 0.0, 0.5],
@@ -108,9 +108,12 @@ class EstimatorConfig:
         an exported directory) | 'torch' | 'torchscript' | 'onnxruntime' | 'tensorrt'
         (exported engines only). The one used is in ``Estimator.backend_info``.
     min_depth, max_depth: disparity -> depth bounds (monodepth2: 0.1, 100).
-    scale_mode: 'none' (relative depth) | 'fixed' (times ``scale_factor``) | 'camera_height'
-        (ground plane fitted in the lower image part lies ``camera_height`` metres below the
-        camera) | 'speed' (|translation| = speed * dt, speed and stamp given to ``infer``).
+    scale_mode: 'none' (the network's own units) | 'relative' (every depth map divided by its
+        median: median depth 1, the relative-depth output mode for networks trained with depth
+        normalisation; the frame's translation is divided by the same median) | 'fixed' (times
+        ``scale_factor``) | 'camera_height' (ground plane fitted in the lower image part lies
+        ``camera_height`` metres below the camera) | 'speed' (|translation| = speed * dt,
+        speed and stamp given to ``infer``).
     num_threads: CPU threads for torch (process-wide) and ONNX Runtime (intra-op);
         0 = library default. With backend onnxruntime on the CPU torch runs at 1 thread (it
         only pre/post-processes there) and num_threads goes to ORT. Applied at construction and
@@ -1041,6 +1044,10 @@ class Estimator:
                 elif dt <= 0:
                     log.debug('speed scale: non-increasing stamp (dt=%.6f), scale kept', dt)
             return self._smooth(st, raw)
+        if cfg.scale_mode == 'relative':
+            # scaled is inverse depth: 1 / median(depth) = median(inverse depth)
+            med = float(scaled[i].median())
+            return med if math.isfinite(med) and med > 0 else 1.0
         return self.camera_scale(f.camera_id)
 
     def _run(self, items, with_pose: bool) -> list[EstimatorOutput]:

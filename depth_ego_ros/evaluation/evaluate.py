@@ -778,10 +778,10 @@ class _Run:
         if not self.estimator.has_pose and self.pose_enabled:
             self.warnings.append('the checkpoint has no pose network: the trajectory is not evaluated')
             self.pose_enabled = False
-        if self.est_config.scale_mode == 'none' and self.cfg.scaling == 'none' and self.depth_enabled:
+        if self.est_config.scale_mode in ('none', 'relative') and self.cfg.scaling == 'none' and self.depth_enabled:
             self.warnings.append("the estimator gives relative depth (scale mode 'none') but "
                                  "--scaling none: the depth figures include the unknown scale")
-        if self.est_config.scale_mode == 'none' and self.cfg.align in ('se3', 'none') and self.pose_enabled:
+        if self.est_config.scale_mode in ('none', 'relative') and self.cfg.align in ('se3', 'none') and self.pose_enabled:
             self.warnings.append(f"relative (scale-free) trajectory with --align {self.cfg.align}: "
                                  'the ATE includes the unknown scale (use sim3)')
 

@@ -114,9 +114,11 @@ PARAMS = [
           range=(1e-3, 1e3), read_only=True),
     Param('max_depth', 100.0, 'largest depth the network can output (network units)',
           range=(1e-2, 1e5), read_only=True),
-    Param('scale.mode', 'none', 'metric scale: none = relative depth, fixed = times scale.factor, '
+    Param('scale.mode', 'none', 'metric scale: none = the network\'s own units, relative = every '
+          'depth image divided by its median (median 1), fixed = times scale.factor, '
           'camera_height = ground plane lies scale.camera_height below the camera, speed = from the '
-          'speed topic', choices=('none', 'fixed', 'camera_height', 'speed'), read_only=True),
+          'speed topic', choices=('none', 'relative', 'fixed', 'camera_height', 'speed'),
+          read_only=True),
     Param('scale.factor', 1.0, 'depth multiplier for scale.mode fixed', range=(1e-6, 1e6),
           read_only=True),
     Param('scale.camera_height', 1.0, 'camera height above the ground in metres (scale.mode '
