@@ -148,6 +148,16 @@ def test_header_stamp_and_twist_speeds_from_messages():
         T['builtin_interfaces/msg/Time'](12, 345), 'cam'), 1, 1, 'mono8', 0, 1, np.zeros(1, np.uint8))
     assert header_stamp_ns(bytes(ts.serialize_cdr(img, 'sensor_msgs/msg/Image'))) == 12 * 10**9 + 345
     assert header_stamp_ns(b'\x00\x01') == 0
+    # the bag readers use the same CDR functions, which raise instead of returning 0
+    from depth_ego_ros.data import cdr
+    raw = bytes(ts.serialize_cdr(img, 'sensor_msgs/msg/Image'))
+    assert cdr.header_stamp(raw) == pytest.approx(12 + 345e-9)
+    assert cdr.header_frame_id(raw) == 'cam'
+    with pytest.raises(cdr.MessageDecodeError):
+        cdr.header_stamp_ns(b'\x00\x01')
+    bad = bytearray(raw)
+    bad[8:12] = (2_000_000_000).to_bytes(4, 'little')       # nanosec out of range
+    assert header_stamp_ns(bytes(bad)) == 0
     V = T['geometry_msgs/msg/Vector3']
     twist = T['geometry_msgs/msg/Twist'](V(3.0, 4.0, 0.0), V(0.0, 0.0, -0.5))
     stamped = T['geometry_msgs/msg/TwistStamped'](img.header, twist)

@@ -28,11 +28,12 @@ from collections import deque
 import numpy as np
 
 from ..core.geometry import invert_pose, pose_from_tq_xyzw
+from .cdr import MessageDecodeError, header_frame_id, header_stamp, header_stamp_ns  # noqa: F401 (re-exported)
 
 __all__ = [
     'IMAGE', 'COMPRESSED_IMAGE', 'CAMERA_INFO', 'POINT_CLOUD2', 'ODOMETRY', 'POSE_STAMPED',
     'POSE_COV_STAMPED', 'TRANSFORM_STAMPED', 'TF_MESSAGE', 'POSE_TYPES', 'IMAGE_TYPES',
-    'MessageDecodeError', 'header_stamp', 'header_frame_id', 'stamp_to_sec', 'image_to_rgb8', 'compressed_to_rgb8',
+    'MessageDecodeError', 'header_stamp', 'header_stamp_ns', 'header_frame_id', 'stamp_to_sec', 'image_to_rgb8', 'compressed_to_rgb8',
     'image_to_depth', 'depth_from_message', 'rgb_from_message', 'cloud_to_xyz', 'camera_info_K',
     'pose_message', 'transform_to_matrix', 'StaticTransforms',
 ]
@@ -50,41 +51,13 @@ IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 POSE_TYPES = (ODOMETRY, POSE_STAMPED, POSE_COV_STAMPED, TRANSFORM_STAMPED, TF_MESSAGE)
 
 
-class MessageDecodeError(ValueError):
-    """A message cannot be turned into the array asked for (the text says why)."""
-
-
 # ----------------------------------------------------------------------------------------------
 # stamps
 # ----------------------------------------------------------------------------------------------
 def stamp_to_sec(stamp) -> float:
-    """builtin_interfaces/Time -> float seconds."""
+    """builtin_interfaces/Time -> float seconds. (Header fields straight from CDR bytes:
+    :mod:`depth_ego_ros.data.cdr`, re-exported here.)"""
     return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
-
-
-def header_stamp(cdr: bytes) -> float:
-    """Header stamp (seconds) of a CDR-serialised message whose first field is a std_msgs/Header.
-
-    CDR layout: 4-byte encapsulation header (byte 1: 0 big endian, 1 little endian), then the
-    Header's ``stamp.sec`` (int32) and ``stamp.nanosec`` (uint32).
-    """
-    if len(cdr) < 12:
-        raise MessageDecodeError(f'message of {len(cdr)} bytes is too short to hold a header')
-    endian = '<' if cdr[1] & 1 else '>'
-    sec, nsec = struct.unpack_from(endian + 'iI', cdr, 4)
-    return sec + 1e-9 * nsec
-
-
-def header_frame_id(cdr: bytes) -> str:
-    """Header ``frame_id`` from the CDR bytes (after the stamp: uint32 length incl. the NUL,
-    then the characters)."""
-    if len(cdr) < 16:
-        raise MessageDecodeError(f'message of {len(cdr)} bytes is too short to hold a header')
-    endian = '<' if cdr[1] & 1 else '>'
-    (n,) = struct.unpack_from(endian + 'I', cdr, 12)
-    if n == 0 or 16 + n > len(cdr):
-        return ''
-    return bytes(cdr[16:16 + n - 1]).decode('utf-8', errors='replace')
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,11 +21,13 @@ Keep rule (``drop_static``), for self-supervised training on (t-1, t, t+1) tripl
 from __future__ import annotations
 
 import io
-import struct
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..data.cdr import MessageDecodeError
+from ..data.cdr import header_stamp_ns as _cdr_header_stamp_ns
 
 THUMB_W, THUMB_H, BLOCK = 40, 30, 4
 
@@ -93,11 +95,12 @@ def compressed_thumbnail(msg) -> np.ndarray:
 
 def header_stamp_ns(cdr: bytes) -> int:
     """``header.stamp`` (ns) of a serialized message that starts with a std_msgs/Header (Image,
-    CompressedImage ...), read from the CDR bytes without deserialising; 0 when unreadable."""
-    if len(cdr) < 12:
+    CompressedImage ...), read from the CDR bytes without deserialising; 0 when unreadable (the
+    recorder then uses the receive time)."""
+    try:
+        return _cdr_header_stamp_ns(cdr)
+    except MessageDecodeError:
         return 0
-    sec, nsec = struct.unpack_from('<iI' if cdr[1] & 1 else '>iI', cdr, 4)
-    return sec * 1_000_000_000 + nsec if nsec < 1_000_000_000 else 0
 
 
 def motion(a: np.ndarray | None, b: np.ndarray) -> float:
