@@ -256,7 +256,8 @@ class SelfSupervisedLoss:
     def __call__(self, target: torch.Tensor, sources: Sequence[torch.Tensor] | torch.Tensor,
                  disps: Sequence[torch.Tensor] | torch.Tensor,
                  poses: Sequence[torch.Tensor] | torch.Tensor, K: torch.Tensor,
-                 distances: torch.Tensor | None = None) -> LossOutput:
+                 distances: torch.Tensor | None = None, *,
+                 source_weights=None) -> LossOutput:
         """
         Args:
             target: [B,3,H,W] target frame (not colour-augmented).
@@ -266,6 +267,11 @@ class SelfSupervisedLoss:
             K: [B,3,3] (or [B,4,4]) intrinsics at H x W.
             distances: optional [B,S] metres travelled between target and each source (NaN =
                 unknown) for the velocity loss.
+            source_weights: optional per-source weights of the photometric error (e.g.
+                PoseExpNet's explainability masks): one [B,S,h,w] tensor for every scale, or a
+                list with one per scale in ``disps``; resized bilinearly to H x W. Each source's
+                reprojection error is multiplied by its weight *before* the per-pixel minimum
+                (and the auto-mask comparison); None = weight 1.
         """
         cfg = self.config
         srcs = _as_list(sources, 'sources')
@@ -299,6 +305,8 @@ class SelfSupervisedLoss:
                 w, _ = warp_image(s, depth, K, T, padding_mode=cfg.padding_mode)
                 warped.append(w)
                 reproj.append(photometric_error(w, target, cfg.alpha))
+            if source_weights is not None:
+                reproj = _weighted(reproj, source_weights, scale, H, W)
             loss_map, keep, _ = min_reprojection(torch.cat(reproj, 1), identity, cfg.identity_noise,
                                                  cfg.average_reprojection)
             photo = loss_map.mean()
@@ -344,6 +352,16 @@ def _as_list(x, what):
             return list(x.unbind(1))
         raise ValueError(f'{what}: unexpected shape {tuple(x.shape)}')
     return list(x)
+
+
+def _weighted(reproj, source_weights, scale, H, W):
+    """Multiply each source's error map [B,1,H,W] by its weight (see SelfSupervisedLoss)."""
+    wts = source_weights if torch.is_tensor(source_weights) else source_weights[scale]
+    if wts.dim() != 4 or wts.shape[1] != len(reproj):
+        raise ValueError(f'source_weights must be [B,S,h,w] with S = {len(reproj)}, got {tuple(wts.shape)}')
+    if wts.shape[-2:] != (H, W):
+        wts = F.interpolate(wts, size=(H, W), mode='bilinear', align_corners=False)
+    return [r * wts[:, k:k + 1].to(r.dtype) for k, r in enumerate(reproj)]
 
 
 def _resize(img, size):
