@@ -257,7 +257,8 @@ class SelfSupervisedLoss:
                  disps: Sequence[torch.Tensor] | torch.Tensor,
                  poses: Sequence[torch.Tensor] | torch.Tensor, K: torch.Tensor,
                  distances: torch.Tensor | None = None, *,
-                 source_weights=None) -> LossOutput:
+                 source_weights=None, object_masks: torch.Tensor | None = None,
+                 object_poses=None) -> LossOutput:
         """
         Args:
             target: [B,3,H,W] target frame (not colour-augmented).
@@ -272,6 +273,11 @@ class SelfSupervisedLoss:
                 list with one per scale in ``disps``; resized bilinearly to H x W. Each source's
                 reprojection error is multiplied by its weight *before* the per-pixel minimum
                 (and the auto-mask comparison); None = weight 1.
+            object_masks: optional [B,M,H,W] instance masks of moving objects in the target
+                (0/1; empty slots allowed), with object_poses: per-source list of [B,M,4,4] (or
+                one [B,S,M,4,4]) ``T_obj`` -- each object's motion from the target to that
+                source time in the target camera frame. Pixels of object m are then warped with
+                ``T_src_tgt @ T_obj_m`` (:mod:`depth_ego_ros.core.object_motion`); None = rigid.
         """
         cfg = self.config
         srcs = _as_list(sources, 'sources')
@@ -286,6 +292,14 @@ class SelfSupervisedLoss:
             if s.shape != target.shape:
                 raise ValueError(f'source {tuple(s.shape)} does not match target {tuple(target.shape)}')
 
+        obj_Ts = None
+        if object_masks is not None or object_poses is not None:
+            if object_masks is None or object_poses is None:
+                raise ValueError('object_masks and object_poses go together (give both or neither)')
+            obj_Ts = (list(object_poses.unbind(1)) if torch.is_tensor(object_poses)
+                      and object_poses.dim() == 5 else list(object_poses))
+            if len(obj_Ts) != len(srcs):
+                raise ValueError(f'object_poses: need one [B,M,4,4] per source ({len(srcs)}), got {len(obj_Ts)}')
         identity = None
         if cfg.automask:
             identity = torch.cat([photometric_error(s, target, cfg.alpha) for s in srcs], 1)
@@ -301,8 +315,13 @@ class SelfSupervisedLoss:
             depth = self.depth_fn(disp_full)
             warped = []
             reproj = []
-            for s, T in zip(srcs, Ts):
-                w, _ = warp_image(s, depth, K, T, padding_mode=cfg.padding_mode)
+            for k, (s, T) in enumerate(zip(srcs, Ts)):
+                if obj_Ts is None:
+                    w, _ = warp_image(s, depth, K, T, padding_mode=cfg.padding_mode)
+                else:
+                    from .object_motion import warp_image_with_objects
+                    w, _ = warp_image_with_objects(s, depth, K, T, object_masks, obj_Ts[k],
+                                                   padding_mode=cfg.padding_mode)
                 warped.append(w)
                 reproj.append(photometric_error(w, target, cfg.alpha))
             if source_weights is not None:
