@@ -8,7 +8,8 @@ import sys
 
 HELP = 'train / fine-tune the depth and pose networks on bags (self-supervised)'
 DESCRIPTION = """\
-Train monodepth2's depth and pose networks on camera bags (from recorder_node or
+Train depth and pose networks (monodepth2's by default; PackNet01, PoseExpNet with
+explainability masks, learned intrinsics, 3-D alignment and depth normalisation by option) on camera bags (from recorder_node or
 `depth-ego synth`) without labels: photometric reprojection of (t-1, t, t+1) triplets with
 auto-masking and edge-aware smoothness, plus PackNet-SfM's velocity loss when the bags have
 odometry (it makes depth metric). From scratch, or from a monodepth2-layout checkpoint (--init).
@@ -26,6 +27,9 @@ Examples:
   depth-ego train --bags bags/robot --init mono_640x192 --out ft --epochs 5 --lr 5e-5
   depth-ego train --out ft --epochs 10 --resume       # continue ft/latest with ft's configuration
   depth-ego train --config run1/train_config.json --epochs 30 --resume
+  depth-ego train --bags bags/run1 --out pn --model packnet01-w0.25 --pose-model posexp
+  depth-ego train --bags bags/nocalib --out li --learned-intrinsics --alignment-weight 0.1
+  depth-ego train --bags bags/corridor bags/highway --out mixed --depth-normalization sequence
 """
 
 
@@ -38,12 +42,25 @@ def add_parser(subparsers):
                    '(options given on the command line override it)')
     p.add_argument('--bags', nargs='+', metavar='BAG', help='training bag directories')
     p.add_argument('--out', metavar='DIR', help='output directory (checkpoints, logs)')
-    p.add_argument('--init', metavar='CKPT_DIR', help='start from this monodepth2-layout checkpoint')
+    p.add_argument('--init', metavar='CKPT', help='start from this checkpoint directory (any layout '
+                   'the Estimator loads) or, for packnet01*, a PackNet-SfM .ckpt file')
     p.add_argument('--resume', nargs='?', const='', metavar='DIR',
                    help='continue a run: networks, optimiser and progress from DIR (a weights_N '
                    'directory or a run directory); without DIR: OUT/latest')
     g = p.add_argument_group('networks')
-    g.add_argument('--model', choices=('resnet18', 'resnet50'), help=f'encoder (default {d.model})')
+    g.add_argument('--model', choices=('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5',
+                                       'packnet01-w0.25'),
+                   help=f'depth network (default {d.model}); packnet01* = PackNet01 at that width')
+    g.add_argument('--pose-model', choices=('monodepth2', 'posexp'),
+                   help=f"pose network (default {d.pose_model}); posexp = SfMLearner's PoseExpNet")
+    g.add_argument('--explainability-weight', type=float,
+                   help=f'posexp: explainability regulariser weight; > 0 also weights the '
+                   f'photometric loss by the masks (default {d.explainability_weight}; 0 = no masks)')
+    g.add_argument('--learned-intrinsics', action='store_const', const=True,
+                   help='learn K with an intrinsics head on the pose network (replaces camera_info '
+                   'K in the loss; the learned K is saved as intrinsics.pth)')
+    g.add_argument('--intrinsics-init-focal', type=float, metavar='F',
+                   help=f'prior fx/W = fy/H of a fresh intrinsics head (default {d.intrinsics_init_focal})')
     g.add_argument('--width', type=int, help=f'network width, multiple of 32 (default {d.width})')
     g.add_argument('--height', type=int, help=f'network height, multiple of 32 (default {d.height})')
     g.add_argument('--min-depth', type=float, help=f'(default {d.min_depth})')
@@ -90,6 +107,11 @@ def add_parser(subparsers):
     g.add_argument('--velocity-weight', type=float, help='velocity loss weight (0 = off)')
     g.add_argument('--no-automask', dest='automask', action='store_const', const=False)
     g.add_argument('--scales', type=int, nargs='+', help='loss scales (default 0 1 2 3)')
+    g.add_argument('--alignment-weight', type=float,
+                   help="vid2depth's 3-D alignment loss weight (default 0 = off; ~0.1)")
+    g.add_argument('--depth-normalization', choices=('none', 'sample', 'sequence'),
+                   help='divide depth by its per-sample or per-sequence median in the losses '
+                   '(scenes of different depth range together; relative depth, no velocity loss)')
     g = p.add_argument_group('logging')
     g.add_argument('--log-every', type=int, help='steps between TensorBoard points')
     g.add_argument('--image-every', type=int, help='epochs between sample images (0 = never)')
@@ -103,7 +125,9 @@ def add_parser(subparsers):
     return p
 
 
-_FIELDS = ('bags', 'out', 'init', 'model', 'width', 'height', 'min_depth', 'max_depth',
+_FIELDS = ('bags', 'out', 'init', 'model', 'pose_model', 'explainability_weight',
+           'learned_intrinsics', 'intrinsics_init_focal', 'alignment_weight',
+           'depth_normalization', 'width', 'height', 'min_depth', 'max_depth',
            'init_depth', 'pose_init', 'translation_scale', 'rotation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
            'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'amp', 'device', 'num_workers',
            'num_threads', 'seed', 'val_fraction', 'image_topic', 'camera_info_topic', 'odom_topic',

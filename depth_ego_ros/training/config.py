@@ -17,7 +17,9 @@ from pathlib import Path
 __all__ = ['TrainConfig', 'TrainConfigError', 'CONFIG_FILE']
 
 CONFIG_FILE = 'train_config.json'
-_MODELS = ('resnet18', 'resnet50')
+_MODELS = ('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5', 'packnet01-w0.25')
+_POSE_MODELS = ('monodepth2', 'posexp')
+_DEPTH_NORMALIZATIONS = ('none', 'sample', 'sequence')
 _POSE_INITS = ('auto', 'zero', 'forward')
 
 
@@ -37,8 +39,21 @@ class TrainConfig:
       augment: monodepth2's colour jitter + horizontal flip on the training split.
       frame_offsets: source frames relative to the target (default t-1, t+1).
     networks
-      model: 'resnet18' | 'resnet50'; width, height: network resolution (multiples of 32).
-      init: monodepth2-layout checkpoint directory to start from (None = random weights).
+      model: depth network: 'resnet18' | 'resnet50' (monodepth2) | 'packnet01' |
+        'packnet01-w0.5' | 'packnet01-w0.25' (PackNet01 at that channel width; the Estimator's
+        names). width, height: network resolution (multiples of 32).
+      pose_model: 'monodepth2' (ResNet pose encoder + decoder on each pair; ResNet-18 with
+        PackNet) | 'posexp' (SfMLearner's PoseExpNet on the whole snippet, with explainability
+        masks when explainability_weight > 0).
+      explainability_weight: posexp only: weight of the explainability regulariser (SfMLearner
+        0.2); > 0 also weights every source's photometric error by its mask (before the
+        per-pixel minimum). 0 = PoseExpNet without masks.
+      learned_intrinsics: K from an intrinsics head on the pose network's bottleneck replaces the
+        bags' camera_info K in the loss (camera_info is still read, for logging the error).
+      intrinsics_init_focal: prior of a fresh intrinsics head, fx/W = fy/H (1.0 ~ 53 deg).
+      init: checkpoint to start from (None = random weights): a directory in any layout the
+        Estimator loads (monodepth2, or the project's PackNet/PoseExpNet files), or a
+        PackNet-SfM .ckpt file for the packnet models.
       init_depth: from scratch only: metres the depth decoder outputs at the start (the
         disparity convolutions' bias is set so). 'auto' = 10 m when the bags have odometry
         (metric training: monodepth2's default start, sigmoid 0.5 = 0.2 m with min/max depth
@@ -71,8 +86,14 @@ class TrainConfig:
       num_threads: torch CPU threads (0 = library default).
       seed: random seed (initialisation, shuffling, augmentation).
     loss
-      smoothness_weight, velocity_weight (PackNet-SfM, used when odometry is present), automask,
-      scales (disparity scales used by the loss, subset of 0..3).
+      smoothness_weight, velocity_weight (PackNet-SfM, used when odometry is present and depth
+      is not normalised), automask, scales (disparity scales used by the loss, subset of 0..3).
+      alignment_weight: vid2depth's 3-D alignment loss between the target's and every source's
+        depth (one more depth forward per source), scale 0; 0 = off.
+      depth_normalization: 'none' | 'sample' (every sample's depth divided by its median before
+        the warps) | 'sequence' (by a running median per sequence): scenes of very different
+        depth range trained together (RealMonoDepth). Depth and translation are then relative:
+        no velocity loss, no metric start (odometry_warp_steps and pose_init 'forward' refused).
     output
       out: directory for weights_N/ checkpoints, the ``latest`` link, train_config.json and the
         TensorBoard logs (out/tensorboard).
@@ -93,6 +114,10 @@ class TrainConfig:
     frame_offsets: tuple = (-1, 1)
     # networks
     model: str = 'resnet18'
+    pose_model: str = 'monodepth2'
+    explainability_weight: float = 0.2
+    learned_intrinsics: bool = False
+    intrinsics_init_focal: float = 1.0
     width: int = 640
     height: int = 192
     init: str | None = None
@@ -123,6 +148,8 @@ class TrainConfig:
     velocity_weight: float = 0.1
     automask: bool = True
     scales: tuple = (0, 1, 2, 3)
+    alignment_weight: float = 0.0
+    depth_normalization: str = 'none'
     # output
     log_every: int = 10
     image_every: int = 1
@@ -160,13 +187,45 @@ class TrainConfig:
             if not is_int(v) or v < 64 or v % 32:
                 errs.append(f'{name} must be a multiple of 32 and at least 64 (the encoder '
                             f'downsamples by 32 and the decoder pads by 1), got {v!r}')
+        if self.pose_model not in _POSE_MODELS:
+            errs.append(f"pose_model must be one of {', '.join(_POSE_MODELS)} (got {self.pose_model!r})")
+        if not (is_num(self.explainability_weight) and self.explainability_weight >= 0):
+            errs.append(f'explainability_weight must be a finite number >= 0, got '
+                        f'{self.explainability_weight!r}')
+        if not (is_num(self.intrinsics_init_focal) and 0.05 <= self.intrinsics_init_focal <= 20):
+            errs.append(f'intrinsics_init_focal must be in [0.05, 20] (fx/W), got '
+                        f'{self.intrinsics_init_focal!r}')
+        if not (is_num(self.alignment_weight) and self.alignment_weight >= 0):
+            errs.append(f'alignment_weight must be a finite number >= 0, got {self.alignment_weight!r}')
+        if self.depth_normalization not in _DEPTH_NORMALIZATIONS:
+            errs.append(f"depth_normalization must be one of {', '.join(_DEPTH_NORMALIZATIONS)} "
+                        f'(got {self.depth_normalization!r})')
+        elif self.depth_normalization != 'none':
+            if is_int(self.odometry_warp_steps) and self.odometry_warp_steps != 0:
+                errs.append(f'odometry_warp_steps needs metric depth: not with depth_normalization='
+                            f'{self.depth_normalization!r} (translations are in units of the '
+                            'median depth there)')
+            if self.pose_init == 'forward':
+                errs.append(f"pose_init 'forward' needs metric depth: not with depth_normalization="
+                            f"{self.depth_normalization!r} (use 'auto' or 'zero')")
         if self.init is not None:
             d = Path(self.init)
-            if not d.is_dir():
+            if d.is_file():
+                if not str(self.model).startswith('packnet01'):
+                    errs.append(f'init: {self.init} is a file: only a PackNet-SfM .ckpt file can '
+                                "be, with model 'packnet01...'; other models need a checkpoint "
+                                'directory')
+            elif not d.is_dir():
                 errs.append(f'init: checkpoint directory {self.init} not found')
-            elif not (d / 'encoder.pth').is_file() or not (d / 'depth.pth').is_file():
-                errs.append(f'init: {self.init} is not a monodepth2-layout checkpoint '
-                            '(encoder.pth and depth.pth needed)')
+            elif not (d / 'depth.pth').is_file():
+                errs.append(f'init: {self.init} is not a monodepth2-layout checkpoint (encoder.pth and '
+                            'depth.pth) nor a PackNet one (depth.pth)')
+            elif (d / 'encoder.pth').is_file() and str(self.model).startswith('packnet01'):
+                errs.append(f'init: {self.init} holds a monodepth2 (ResNet) depth network, '
+                            f'model is {self.model!r}')
+            elif not (d / 'encoder.pth').is_file() and not str(self.model).startswith('packnet01'):
+                errs.append(f'init: {self.init} has no encoder.pth (a PackNet checkpoint?): '
+                            f"{self.model!r} needs monodepth2's encoder.pth and depth.pth")
         if isinstance(self.init_depth, str) and self.init_depth not in ('auto', 'off'):
             try:
                 self.init_depth = float(self.init_depth)
@@ -238,7 +297,7 @@ class TrainConfig:
             self.scales = scales
         except (TypeError, ValueError):
             errs.append(f'scales must be distinct values of 0..3 including 0, got {self.scales!r}')
-        for name in ('augment', 'amp', 'automask', 'tensorboard', 'progress'):
+        for name in ('augment', 'amp', 'automask', 'tensorboard', 'progress', 'learned_intrinsics'):
             if not isinstance(getattr(self, name), bool):
                 errs.append(f'{name} must be true or false, got {getattr(self, name)!r}')
         if errs:

@@ -12,6 +12,9 @@ Output directory::
     out/weights_N/               after epoch N (0-based), monodepth2 layout: encoder.pth,
                                  depth.pth, pose_encoder.pth, pose.pth -- a checkpoint for the
                                  perception node, `depth-ego evaluate` and monodepth2's tools
+                                 (PackNet: depth.pth only with a 'model' entry; PoseExpNet:
+                                 pose.pth with model='posexp'; learned K: intrinsics.pth --
+                                 the layouts the Estimator loads)
     out/weights_N/adam.pth       optimiser, schedule, scaler and progress (for --resume)
     out/weights_N/train_config.json
     out/latest -> weights_N      symlink to the newest checkpoint
@@ -38,6 +41,8 @@ import torch
 
 from ..core import checkpoints as ckpt
 from ..core.losses import LossConfig, SelfSupervisedLoss, velocity_loss
+from ..core.losses_extra import (SequenceDepthNormalizer, alignment_loss_3d,
+                                 explainability_regularization, relative_depth_fn)
 from .config import CONFIG_FILE, TrainConfig, TrainConfigError
 from .distributed import DistContext, setup_distributed
 from .model import SfMModel, build_model, init_depth_output, init_pose_forward
@@ -61,20 +66,25 @@ def checkpoint_dir_name(epoch: int) -> str:
     return f'weights_{epoch}'
 
 
+def _is_checkpoint(d: Path) -> bool:
+    """monodepth2 layout (encoder.pth) or the project's PackNet layout (depth.pth, no encoder)."""
+    return (d / ckpt.ENCODER_FILE).is_file() or (d / ckpt.DEPTH_FILE).is_file()
+
+
 def find_checkpoint(path) -> Path:
-    """A checkpoint directory from ``path``: itself when it holds encoder.pth, else its
-    ``latest`` link, else its newest weights_N."""
+    """A checkpoint directory from ``path``: itself when it holds encoder.pth (or, PackNet,
+    depth.pth), else its ``latest`` link, else its newest weights_N."""
     p = Path(path)
-    if (p / ckpt.ENCODER_FILE).is_file():
+    if _is_checkpoint(p):
         return p
-    if (p / LATEST / ckpt.ENCODER_FILE).is_file():
+    if _is_checkpoint(p / LATEST):
         return (p / LATEST).resolve()
     numbered = sorted((int(d.name.split('_', 1)[1]), d) for d in p.glob('weights_*')
-                      if d.is_dir() and d.name.split('_', 1)[1].isdigit()
-                      and (d / ckpt.ENCODER_FILE).is_file())
+                      if d.is_dir() and d.name.split('_', 1)[1].isdigit() and _is_checkpoint(d))
     if numbered:
         return numbered[-1][1]
-    raise TrainingError(f'no checkpoint in {p} (no encoder.pth, no {LATEST} link, no weights_N)')
+    raise TrainingError(f'no checkpoint in {p} (no encoder.pth/depth.pth, no {LATEST} link, '
+                        'no weights_N)')
 
 
 def _seed_everything(seed: int):
@@ -110,10 +120,8 @@ class Trainer:
         _seed_everything(cfg.seed + self.ctx.rank)
         self.resume_dir = None
         if resume is not None:
-            try:
-                self.resume_dir = find_checkpoint(resume)
-            except TrainingError:
-                raise
+            self.resume_dir = find_checkpoint(resume)
+            self._check_resume_config(self._saved_state_value('config', None) or {})
         self._build_data()
         self._build_model()
         self._build_optimiser()
@@ -193,16 +201,30 @@ class Trainer:
     def _build_model(self):
         cfg = self.config
         source = self.resume_dir if self.resume_dir is not None else cfg.init
+        self.normalized = cfg.depth_normalization != 'none'
         try:
-            model, info = build_model(cfg.model, source, cfg.scales, seed=cfg.seed)
+            model, info = build_model(
+                cfg.model, source, cfg.scales, seed=cfg.seed, pose_model=cfg.pose_model,
+                learned_intrinsics=cfg.learned_intrinsics, num_sources=len(cfg.frame_offsets),
+                explainability=cfg.pose_model == 'posexp' and cfg.explainability_weight > 0,
+                intrinsics_init_focal=cfg.intrinsics_init_focal)
         except ckpt.CheckpointError as exc:
             raise TrainingError(f'cannot start from checkpoint {source}: {exc}') from exc
+        self._build_extras(model, source)
         self.init_notes = []
+        if source is not None and not info['pose_from_checkpoint']:
+            self.init_notes.append(f'{cfg.pose_model} pose network from random weights '
+                                   '(none of that kind in the checkpoint)')
+        if cfg.learned_intrinsics and not info['intrinsics_from_checkpoint']:
+            self.init_notes.append(f'intrinsics head at its prior fx/W = fy/H = '
+                                   f'{cfg.intrinsics_init_focal:g}, centred')
         if cfg.odometry_warp_steps and not self.has_odometry:
             raise TrainConfigError('odometry_warp_steps needs odometry in the bags (none found)')
         c = cfg.translation_scale
         if self.resume_dir is not None:
             c = self._saved_state_value('translation_scale', c)
+        if c == 'auto' and self.normalized:
+            c = 1.0                    # relative depth: translations in units of the median depth
         if c == 'auto':
             step = self._median_step()
             c = float(np.clip(step / 0.05, 1.0, 100.0)) if step else 1.0
@@ -217,19 +239,22 @@ class Trainer:
         if source is None:
             init_depth = cfg.init_depth
             if init_depth == 'auto':
-                init_depth = DEFAULT_INIT_DEPTH if self.has_odometry else 'off'
+                init_depth = DEFAULT_INIT_DEPTH if self.has_odometry and not self.normalized else 'off'
             if init_depth != 'off':
                 init_depth_output(model, float(init_depth), cfg.min_depth, cfg.max_depth)
                 self.init_notes.append(f'depth output initialised at {float(init_depth):g} m')
             pose_init = cfg.pose_init
             if pose_init == 'auto':
-                pose_init = 'forward' if self.has_odometry else 'zero'
+                pose_init = 'forward' if self.has_odometry and not self.normalized else 'zero'
             if pose_init == 'forward':
                 step = self._median_step()
                 if step is None:
                     raise TrainConfigError("pose_init 'forward' needs odometry in the bags "
                                            "(none found); use 'zero' or 'auto'")
-                init_pose_forward(model, step * max(1, min(abs(o) for o in cfg.frame_offsets)))
+                if model.posexp:
+                    init_pose_forward(model, step, cfg.frame_offsets)
+                else:
+                    init_pose_forward(model, step * max(1, min(abs(o) for o in cfg.frame_offsets)))
                 self.init_notes.append(f'pose output initialised at a {step:.3g} m forward step')
         elif info['meta'].get('width') and (info['meta']['width'], info['meta']['height']) != \
                 (cfg.width, cfg.height):
@@ -240,14 +265,55 @@ class Trainer:
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
             # the disparity convolutions of scales the loss does not use get no gradient
+            # the disparity (and mask) convolutions of scales the loss does not use get no gradient
             self.ddp_model = DDP(self.model,
                                  device_ids=[self.device.index] if self.device.type == 'cuda' else None,
                                  find_unused_parameters=len(cfg.scales) < 4)
-        self.use_velocity = self.has_odometry and cfg.velocity_weight > 0
+        # depth normalisation makes translations relative: no metric velocity term
+        self.use_velocity = self.has_odometry and cfg.velocity_weight > 0 and not self.normalized
+        if self.normalized and self.has_odometry and cfg.velocity_weight > 0:
+            self.init_notes.append(f'velocity loss off (depth_normalization '
+                                   f'{cfg.depth_normalization!r}: relative depth)')
+        self.use_explainability = model.posexp and cfg.explainability_weight > 0
+        self.use_alignment = cfg.alignment_weight > 0
+        self.normalizer = (SequenceDepthNormalizer()
+                           if cfg.depth_normalization == 'sequence' else None)
+        if self.normalizer is not None and self.resume_dir is not None:
+            st = self._saved_state_value('depth_normalizer', None)
+            if st:
+                self.normalizer.load_state_dict(st)
         self.loss_fn = SelfSupervisedLoss(LossConfig(
             smoothness_weight=cfg.smoothness_weight,
             velocity_weight=cfg.velocity_weight if self.use_velocity else 0.0,
-            automask=cfg.automask, min_depth=cfg.min_depth, max_depth=cfg.max_depth))
+            automask=cfg.automask, min_depth=cfg.min_depth, max_depth=cfg.max_depth),
+            depth_fn=self.base_depth)
+        self._K_acc = None      # learned intrinsics: sum of normalised predictions this epoch, count
+
+    def base_depth(self, disp: torch.Tensor) -> torch.Tensor:
+        """Network disparity -> depth with the depth network's own convention (no normalisation)."""
+        return self.model.disp_to_depth(disp, self.config.min_depth, self.config.max_depth)[1]
+
+    def _build_extras(self, model: SfMModel, source):
+        """The place for optional further sub-networks (e.g. an object-motion network): add them
+        to ``model.extras`` here (before the optimiser is built: their parameters are trained,
+        they are saved as ``<name>.pth`` in every checkpoint and loaded back from ``source``),
+        and their loss terms in :meth:`_extra_terms`. None yet."""
+        if source is not None and Path(source).is_dir():
+            model.load_extras(source)
+
+    def _check_resume_config(self, saved: dict):
+        """Refuse to resume a run with other networks or resolution than it was trained with."""
+        for key in ('model', 'pose_model', 'learned_intrinsics', 'width', 'height', 'min_depth',
+                    'max_depth', 'depth_normalization'):
+            if key in saved and saved[key] != getattr(self.config, key):
+                raise TrainConfigError(f'cannot resume: the run was trained with {key}='
+                                       f'{saved[key]!r}, this configuration says '
+                                       f'{getattr(self.config, key)!r}')
+        if self.config.pose_model == 'posexp' and 'frame_offsets' in saved and \
+                len(saved['frame_offsets']) != len(self.config.frame_offsets):
+            raise TrainConfigError(f"cannot resume: the run's PoseExpNet predicts "
+                                   f"{len(saved['frame_offsets'])} sources, this configuration "
+                                   f'has frame_offsets {list(self.config.frame_offsets)}')
 
     def _saved_state_value(self, key, default):
         path = self.resume_dir / STATE_FILE
@@ -284,12 +350,7 @@ class Trainer:
                 self.scaler.load_state_dict(state['scaler'])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise TrainingError(f'cannot resume from {path}: {exc}') from exc
-        saved = state.get('config') or {}
-        for key in ('model', 'width', 'height', 'min_depth', 'max_depth'):
-            if key in saved and saved[key] != getattr(self.config, key):
-                raise TrainConfigError(f'cannot resume: the run was trained with {key}='
-                                       f'{saved[key]!r}, this configuration says '
-                                       f'{getattr(self.config, key)!r}')
+        self._check_resume_config(state.get('config') or {})
         self.epoch = int(state['epoch']) + 1
         self.step = int(state['step'])
         self.annealed = bool(state.get('annealed', False))
@@ -301,26 +362,96 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------------
     def compute_loss(self, batch: dict, train: bool = True):
-        """Forward both networks on a batch (already on the device) -> LossOutput, translations."""
+        """Forward the networks on a batch (already on the device) -> LossOutput, translations.
+
+        The model's whole output (a dict, see :class:`SfMModel`) is kept in
+        ``self.last_forward`` and the K the loss used in ``self.last_K``."""
         cfg = self.config
         net = self.ddp_model if train else self.model
         img_in = batch['image_aug'] if train else batch['image']
         src_in = batch['sources_aug'] if train else batch['sources']
         lengths = batch['distance'] if self.odometry_warp_active else None
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            disps, poses, trans = net(img_in, src_in, cfg.frame_offsets, lengths)
-        disps = [d.float() for d in disps]
+            fwd = net(img_in, src_in, cfg.frame_offsets, lengths, source_depth=self.use_alignment,
+                      return_dict=True)
+        disps = [d.float() for d in fwd['disps']]
+        poses, trans = fwd['poses'].float(), fwd['translations']
+        K = self._loss_K(batch, fwd['K'])
+        self.loss_fn.depth_fn = depth_fn = self._depth_fn(batch, disps[0], train)
+        kw = {}
+        if self.use_explainability:
+            kw['source_weights'] = [fwd['masks'][s].float() for s in cfg.scales]
         if lengths is None:
-            out = self.loss_fn(batch['image'], batch['sources'], disps, poses.float(), batch['K'],
-                               distances=batch['distance'] if self.use_velocity else None)
+            out = self.loss_fn(batch['image'], batch['sources'], disps, poses, K,
+                               distances=batch['distance'] if self.use_velocity else None, **kw)
         else:
             # the warps use odometry lengths: the velocity term must see the predicted ones
-            out = self.loss_fn(batch['image'], batch['sources'], disps, poses.float(), batch['K'])
+            out = self.loss_fn(batch['image'], batch['sources'], disps, poses, K, **kw)
             v = velocity_loss(trans.float(), batch['distance'].to(trans))
             out.total = out.total + cfg.velocity_weight * v
             out.terms['velocity'] = v.detach()
-            out.terms['total'] = out.total.detach()
+        if self.use_explainability:
+            reg = explainability_regularization({s: fwd['mask_logits'][s].float() for s in cfg.scales})
+            out.total = out.total + cfg.explainability_weight * reg
+            out.terms['explainability'] = reg.detach()
+            out.terms['mask_mean'] = fwd['masks'][0].detach().float().mean()
+        if self.use_alignment:
+            al = self._alignment(disps[0], fwd['source_disps'], poses, K, depth_fn)
+            out.total = out.total + cfg.alignment_weight * al
+            out.terms['alignment'] = al.detach()
+        for name, (weight, term) in self._extra_terms(batch, fwd, out).items():
+            out.total = out.total + weight * term
+            out.terms[name] = term.detach()
+        out.terms['total'] = out.total.detach()
+        self.last_forward, self.last_K = fwd, K
         return out, trans
+
+    def _extra_terms(self, batch: dict, fwd: dict, out) -> dict:
+        """{name: (weight, scalar term)} of the optional sub-networks in ``model.extras`` (see
+        :meth:`_build_extras`); added to the total and logged under their names. None yet."""
+        return {}
+
+    def _loss_K(self, batch: dict, K_pred):
+        """The K the loss uses: the batch's (camera_info) K, or the learned one. The intrinsics
+        head predicts the camera's own (unflipped) K; a horizontally flipped sample's images are
+        warped with its mirror image, cx -> W - 1 - cx (as the dataset does with camera_info),
+        so the head never has to tell flipped from unflipped input."""
+        if K_pred is None:
+            return batch['K']
+        K_pred = K_pred.float()
+        W = batch['image'].shape[-1]
+        flipped = torch.as_tensor(batch['flipped'], device=K_pred.device).view(-1).float()
+        delta = torch.zeros_like(K_pred)
+        delta[:, 0, 2] = (W - 1 - 2 * K_pred[:, 0, 2]) * flipped
+        return K_pred + delta
+
+    def _depth_fn(self, batch: dict, disp0: torch.Tensor, train: bool):
+        """disparity -> depth used by the loss: the network's own convention, divided by the
+        sample's median depth ('sample') or its sequence's running median ('sequence')."""
+        mode = self.config.depth_normalization
+        if mode == 'none':
+            return self.base_depth
+        if mode == 'sample':
+            return relative_depth_fn(self.base_depth)
+        ids = list(batch['sequence'])
+        known = self.normalizer.state_dict()['log_scale']
+        if train or any(str(i) not in known for i in ids):
+            with torch.no_grad():
+                self.normalizer.update(self.base_depth(disp0.detach()), ids)
+        norm = self.normalizer
+        return lambda d: norm(self.base_depth(d), ids, update=False)
+
+    def _alignment(self, disp0, src_disps, poses, K, depth_fn):
+        """Mean over sources of vid2depth's 3-D alignment loss at scale 0. Source depths are
+        brought into the target's units (the same normalisation factor as the target's)."""
+        base_t = self.base_depth(disp0)
+        depth_t = depth_fn(disp0)
+        factor = (depth_t / base_t).flatten(1).median(1).values.view(-1, 1, 1, 1)
+        terms = []
+        for k in range(src_disps.shape[1]):
+            depth_s = self.base_depth(src_disps[:, k].float()) * factor
+            terms.append(alignment_loss_3d(depth_t, depth_s, poses[:, k], K).loss)
+        return torch.stack(terms).mean()
 
     @property
     def odometry_warp_active(self) -> bool:
@@ -329,6 +460,9 @@ class Trainer:
 
     def _stats(self, out, trans, batch) -> dict:
         s = {k: float(v) for k, v in out.terms.items()}
+        K_pred = self.last_forward.get('K') if getattr(self, 'last_forward', None) else None
+        if K_pred is not None:
+            s.update(self._K_stats(K_pred.detach().float(), batch))
         s['translation_norm'] = float(trans.detach().norm(dim=-1).mean())
         d = batch['distance']
         if torch.isfinite(d).any():
@@ -336,6 +470,19 @@ class Trainer:
         if out.depth is not None:
             s['depth_median'] = float(out.depth.median())
         return s
+
+    def _K_stats(self, K_pred, batch) -> dict:
+        """Mean learned K (the camera's, unflipped) and its absolute error against the bags'
+        camera_info K (unflipped), in pixels at the network resolution."""
+        W = batch['image'].shape[-1]
+        K_true = batch['K'].to(K_pred).clone()
+        flipped = torch.as_tensor(batch['flipped'], device=K_pred.device).view(-1)
+        K_true[:, 0, 2] = torch.where(flipped, W - 1 - K_true[:, 0, 2], K_true[:, 0, 2])
+        st = {}
+        for name, (i, j) in (('fx', (0, 0)), ('fy', (1, 1)), ('cx', (0, 2)), ('cy', (1, 2))):
+            st[f'K_{name}'] = float(K_pred[:, i, j].mean())
+            st[f'K_{name}_error'] = float((K_pred[:, i, j] - K_true[:, i, j]).abs().mean())
+        return st
 
     # -- validation ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -345,6 +492,12 @@ class Trainer:
             return None
         self.model.eval()
         keys = ('total', 'photometric', 'smoothness', 'velocity', 'translation_norm')
+        if self.use_explainability:
+            keys += ('explainability', 'mask_mean')
+        if self.use_alignment:
+            keys += ('alignment',)
+        if self.config.learned_intrinsics:
+            keys += tuple(f'K_{n}{e}' for n in ('fx', 'fy', 'cx', 'cy') for e in ('', '_error'))
         sums = torch.zeros(len(keys) + 1, dtype=torch.float64)
         for batch in self.val_loader:
             batch = _to(batch, self.device)
@@ -367,14 +520,13 @@ class Trainer:
         """(N,3,2H,W) float images: RGB above the colour-mapped predicted depth, from the
         held-out split (else the training split)."""
         from ..core.estimator import colorize_disparity
-        from ..core.networks.depth_decoder import disp_to_depth
         data = self.val_set if self.val_set is not None else self.train_set
         idx = np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(int)
         imgs = torch.stack([data[int(i)]['image'] for i in idx]).to(self.device)
         self.model.eval()
-        disp = self.model.depth(self.model.encoder(imgs))[0].float()
+        disp = self.model.depth_disps(imgs)[0].float()
         self.model.train()
-        _, depth = disp_to_depth(disp, self.config.min_depth, self.config.max_depth)
+        depth = self.base_depth(disp)
         rows = []
         for k in range(imgs.shape[0]):
             col = colorize_disparity(depth[k, 0].cpu().numpy())
@@ -390,7 +542,8 @@ class Trainer:
             return None
         cfg = self.config
         d = self.out / checkpoint_dir_name(epoch)
-        self.model.save(d, height=cfg.height, width=cfg.width)
+        self.model.save(d, height=cfg.height, width=cfg.width,
+                        running_intrinsics=self._running_intrinsics())
         state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
                  'scaler': self.scaler.state_dict() if self.amp else {},
                  'epoch': int(epoch), 'step': int(self.step), 'epoch_complete': bool(complete),
@@ -399,6 +552,8 @@ class Trainer:
                  'translation_scale': float(self.model.translation_scale),
                  'rotation_scale': float(self.model.rotation_scale),
                  'config': cfg.to_dict()}
+        if self.normalizer is not None:
+            state['depth_normalizer'] = self.normalizer.state_dict()
         tmp = d / f'.{STATE_FILE}.{os.getpid()}.tmp'
         torch.save(state, tmp)
         os.replace(tmp, d / STATE_FILE)
@@ -411,6 +566,26 @@ class Trainer:
         os.replace(tmp_link, link)
         self._prune(d)
         return d
+
+    def _running_intrinsics(self) -> dict | None:
+        """The learned K averaged over the last epoch (normalised: fx/W, fy/H, ox, oy), stored
+        in intrinsics.pth as the Estimator's estimate before a camera's first frame pair."""
+        if self._K_acc is None or self._K_acc[1] == 0:
+            return None
+        return {'value': (self._K_acc[0] / self._K_acc[1]).tolist(), 'count': int(self._K_acc[1])}
+
+    def _accumulate_K(self):
+        from ..core.networks.intrinsics_head import normalized_from_intrinsics
+        K = self.last_forward.get('K')
+        if K is None:
+            return
+        W, H = self.config.width, self.config.height
+        f, o = normalized_from_intrinsics(K.detach().double().cpu(), W, H)
+        v = torch.cat([f, o], -1)
+        if self._K_acc is None:
+            self._K_acc = [torch.zeros(4, dtype=torch.float64), 0]
+        self._K_acc[0] += v.sum(0)
+        self._K_acc[1] += v.shape[0]
 
     def _prune(self, newest: Path):
         """Optimiser state only in the newest checkpoint; at most keep_checkpoints weights_N."""
@@ -458,7 +633,11 @@ class Trainer:
             summary.update(epochs_run=0, steps=self.step, checkpoint=str(find_checkpoint(self.out)),
                            stopped='done', history=[])
             return summary
-        self.log(f'training {cfg.model} {cfg.width}x{cfg.height} on {self.device} '
+        self.log(f'training {cfg.model} + {cfg.pose_model} pose'
+                 + (' + learned intrinsics' if cfg.learned_intrinsics else '')
+                 + (f' + 3-D alignment x{cfg.alignment_weight:g}' if self.use_alignment else '')
+                 + (f', depth normalisation {cfg.depth_normalization}' if self.normalized else '')
+                 + f' {cfg.width}x{cfg.height} on {self.device} '
                  f'(x{ctx.world_size} process(es)): {len(self.train_set)} training samples, '
                  f'{summary["val_samples"]} held out, {self.steps_per_epoch} steps/epoch, '
                  f'odometry: {"yes (velocity loss)" if self.use_velocity else "no (relative scale)"}'
@@ -550,6 +729,7 @@ class Trainer:
         n = 0
         stopped = None
         t_epoch = time.perf_counter()
+        self._K_acc = None
         t_log, seen_log = time.perf_counter(), 0
         for batch in self.train_loader:
             self._maybe_anneal(t_start)
@@ -563,6 +743,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
+            self._accumulate_K()
             st = self._stats(out, trans, batch)
             for k, v in st.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -595,10 +776,25 @@ class Trainer:
                'lr': self.optimizer.param_groups[0]['lr'],
                'epoch_s': time.perf_counter() - t_epoch,
                'train': {k: v / max(n, 1) for k, v in sums.items()}}
+        run_K = self._running_intrinsics()
+        if run_K is not None:
+            from ..core.networks.intrinsics_head import RunningIntrinsics
+            ri = RunningIntrinsics()
+            ri.load_state_dict(run_K)
+            K = ri.K(cfg.width, cfg.height)
+            rec['intrinsics'] = {'fx': K[0, 0], 'fy': K[1, 1], 'cx': K[0, 2], 'cy': K[1, 2]}
+            for name in ('fx', 'fy', 'cx', 'cy'):
+                if f'K_{name}_error' in rec['train']:
+                    rec['intrinsics'][f'{name}_error'] = rec['train'][f'K_{name}_error']
+            rec['intrinsics'] = {k: float(v) for k, v in rec['intrinsics'].items()}
+            if self.writer:
+                for k, v in rec['intrinsics'].items():
+                    self.writer.add_scalar(f'intrinsics/{k}', v, self.step)
         return rec, stopped
 
 
 def _fmt(d: dict) -> str:
-    keys = [k for k in ('total', 'photometric', 'velocity', 'translation_norm', 'odometry_distance',
-                        'depth_median') if k in d]
+    keys = [k for k in ('total', 'photometric', 'velocity', 'explainability', 'alignment',
+                        'translation_norm', 'odometry_distance', 'depth_median', 'K_fx_error',
+                        'K_cx_error') if k in d]
     return ', '.join(f'{k} {d[k]:.4g}' for k in keys)
