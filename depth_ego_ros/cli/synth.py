@@ -16,6 +16,9 @@ stops) and write a rosbag2 directory (MCAP by default) with:
   /ground_truth/depth   sensor_msgs/Image 32FC1 z-depth in metres (+Inf = sky, REP 118)
   /ground_truth/pose    geometry_msgs/PoseStamped, camera optical frame -> world
   /tf_static            base_link -> camera_optical_frame
+  with --moving-objects N > 0 also:
+  /camera/instance_mask sensor_msgs/Image mono16: 0 = static world, k = moving object k
+  /ground_truth/objects geometry_msgs/PoseArray, T_world_obj of object k at index k-1
 
 The same seed and options always give the same bag content.
 """
@@ -43,6 +46,9 @@ def add_parser(subparsers):
                    help='std of Gaussian pixel noise in 0-255 units (default 0)')
     p.add_argument('--supersample', type=int, default=2,
                    help='colour sub-samples per axis on object edges (anti-aliasing; 1 = fastest, default 2)')
+    p.add_argument('--moving-objects', type=int, default=0, metavar='N',
+                   help='N independently moving objects (vehicles ahead in the lane and oncoming; '
+                        'carts in the corridor) + an instance-mask topic (default 0 = rigid world)')
     p.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap', help='rosbag2 storage (default mcap)')
     p.add_argument('--no-ground-truth', action='store_true', help='omit the /ground_truth/* topics')
     p.add_argument('--overwrite', action='store_true', help='replace OUT if it exists')
@@ -59,7 +65,7 @@ def run(args) -> int:
                           seed=args.seed, scene=args.scene, hfov_deg=args.fov, scale=args.scale,
                           texture_scale=args.texture_scale, odom_rate=args.odom_rate,
                           odom_noise=args.odom_noise, image_noise=args.image_noise,
-                          supersample=args.supersample)
+                          supersample=args.supersample, moving_objects=args.moving_objects)
     except ValueError as exc:
         print(f'depth-ego synth: {exc}', file=sys.stderr)
         return 2

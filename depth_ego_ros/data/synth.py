@@ -31,6 +31,7 @@ Everything is a deterministic function of :class:`SynthConfig` (seed included).
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, replace
@@ -120,6 +121,7 @@ class SynthConfig:
     supersample: int = 2            # ss x ss colour samples per pixel (anti-aliasing); 1 = fastest
     max_distance: float = 150.0     # objects farther than this (x scale) are not drawn
     start_time: float = 1_700_000_000.0  # stamp of the first frame, seconds
+    moving_objects: int = 0         # independently moving objects (cars / carts); 0 = rigid world
 
     def __post_init__(self):
         errs = []
@@ -137,6 +139,8 @@ class SynthConfig:
             errs.append(f'supersample must be an int in 1..4 (got {self.supersample!r})')
         if self.scene not in SCENE_STYLES:
             errs.append(f'scene must be one of {sorted(SCENE_STYLES)} (got {self.scene!r})')
+        if not (isinstance(self.moving_objects, (int, np.integer)) and 0 <= self.moving_objects <= 1000):
+            errs.append(f'moving_objects must be an int in 0..1000 (got {self.moving_objects!r})')
         for name in ('odom_noise', 'image_noise'):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -168,6 +172,10 @@ class SynthFrame:
     T_world_base: np.ndarray     # (4,4) base_link -> world
     speed: float                 # base_link speed, m/s
     render_ms: float = 0.0
+    # moving objects (None when the world has none): instance id per pixel (0 = static world,
+    # k = moving object k, the same id in every frame) and each object's pose T_world_obj
+    instance_mask: np.ndarray | None = None   # (H,W) uint16
+    object_poses: np.ndarray | None = None    # (N,4,4), row k-1 = object k
 
 
 @dataclass
@@ -249,6 +257,9 @@ class SyntheticWorld:
         self.T_world_cam = self.T_world_base @ self.T_base_cam
         self.speeds = self._base_speed(t)
         self._s_frames = np.interp(t, self._t, self._s)
+        # moving objects: their own generator, so that a world without them is unchanged
+        self._movers = (self._make_movers(np.random.default_rng([cfg.seed, 0x6D6F7665]))
+                        if cfg.moving_objects else [])
 
     # ------------------------------------------------------------------ public API
     def __len__(self):
@@ -259,7 +270,12 @@ class SyntheticWorld:
         if not 0 <= i < len(self):
             raise IndexError(f'frame {i} out of range 0..{len(self) - 1}')
         t0 = time.perf_counter()
-        rgb, depth = self.render(self.T_world_cam[i], _s_hint=self._s_frames[i])
+        mask = poses = None
+        if self._movers:
+            rgb, depth, mask, poses = self.render_with_objects(self.T_world_cam[i], float(self.times[i]),
+                                                               _s_hint=self._s_frames[i])
+        else:
+            rgb, depth = self.render(self.T_world_cam[i], _s_hint=self._s_frames[i])
         if self.config.image_noise > 0:
             rng = np.random.default_rng(self._noise_seed + i)
             noisy = rgb.astype(np.float32) + rng.normal(0, self.config.image_noise, rgb.shape)
@@ -267,7 +283,8 @@ class SyntheticWorld:
         return SynthFrame(index=i, stamp=float(self.stamps[i]), stamp_ns=int(self.stamps_ns[i]), rgb=rgb, depth=depth,
                           K=self.K.copy(), T_world_cam=self.T_world_cam[i].copy(),
                           T_world_base=self.T_world_base[i].copy(), speed=float(self.speeds[i]),
-                          render_ms=(time.perf_counter() - t0) * 1e3)
+                          render_ms=(time.perf_counter() - t0) * 1e3, instance_mask=mask,
+                          object_poses=poses)
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[SynthFrame]:
         """Iterate rendered frames start..stop-1 (the in-process alternative to a bag)."""
@@ -285,6 +302,86 @@ class SyntheticWorld:
             d = np.linalg.norm(self.scene.road.xy - T[:2, 3], axis=1)
             _s_hint = float(self.scene.road.s[np.argmin(d)])
         return self.renderer.render(T, s_hint=_s_hint)
+
+    @property
+    def num_moving_objects(self) -> int:
+        return len(self._movers)
+
+    def object_poses(self, t) -> np.ndarray:
+        """Poses T_world_obj of the moving objects at time(s) t (seconds since the first frame):
+        (N,4,4) for a scalar t, (n,N,4,4) for an array. The object frame is on the ground under
+        the object's centre, x forward (its direction of travel), y left, z up."""
+        scalar = np.ndim(t) == 0
+        tt = np.atleast_1d(np.asarray(t, float))
+        out = np.zeros((len(tt), len(self._movers), 4, 4))
+        road, k = self._road, self.config.scale
+        s_cam = np.interp(tt, self._t, self._s)
+        for m, mv in enumerate(self._movers):
+            if mv['kind'] == 'lead':   # ahead in the camera's lane, its gap varies with the distance driven
+                s = s_cam + mv['gap'] + mv['amp'] * np.sin(2 * np.pi * s_cam / mv['lam'] + mv['phase'])
+                yaw = road.heading_at(s)
+            else:                      # oncoming in the other lane at constant speed, passes at t_pass
+                s = mv['s_pass'] + mv['speed'] * (mv['t_pass'] - tt)
+                yaw = road.heading_at(s) + np.pi
+            h = road.heading_at(s)
+            xy = road.point(s) + mv['lat'] * np.stack([-np.sin(h), np.cos(h)], 1)
+            c, sn = np.cos(yaw), np.sin(yaw)
+            out[:, m, 0, 0], out[:, m, 0, 1], out[:, m, 1, 0], out[:, m, 1, 1] = c, -sn, sn, c
+            out[:, m, 2, 2] = out[:, m, 3, 3] = 1.0
+            out[:, m, :2, 3] = xy * k
+        return out[0] if scalar else out
+
+    def frame_object_poses(self, i: int) -> np.ndarray:
+        """(N,4,4) T_world_obj of every moving object at frame i."""
+        return self.object_poses(float(self.times[i]))
+
+    def object_motion(self, i: int, j: int) -> np.ndarray:
+        """(N,4,4) motion of each object from frame i to frame j expressed in camera i's frame:
+        ``T_cam_i_world @ T_world_obj(j) @ inv(T_world_obj(i)) @ T_world_cam_i`` -- it maps a
+        point of the object at time i (camera-i coordinates) to where that point is at time j
+        (still camera-i coordinates). A point on object m seen in camera i is then seen in
+        camera j at ``relative_pose(j, i) @ object_motion(i, j)[m] @ p`` (the warp used by
+        :mod:`depth_ego_ros.core.object_motion`)."""
+        Pi, Pj = self.frame_object_poses(i), self.frame_object_poses(j)
+        Twc = self.T_world_cam[i]
+        return np.linalg.inv(Twc) @ Pj @ np.linalg.inv(Pi) @ Twc
+
+    def render_with_objects(self, T_world_cam: np.ndarray, t: float, _s_hint: float | None = None):
+        """Render from any camera pose with the moving objects where they are at time t (s since
+        the first frame). Returns (rgb, depth, instance_mask (H,W) uint16: 0 = static world,
+        k = object k; object_poses (N,4,4))."""
+        T = np.asarray(T_world_cam, float)
+        if _s_hint is None:
+            _s_hint = self._nearest_station(T)
+        poses = self.object_poses(float(t))
+        k = self.config.scale
+        cen, half, yaw, mat, col, par, owner = [], [], [], [], [], [], []
+        for m, (mv, P) in enumerate(zip(self._movers, poses)):
+            a = math.atan2(P[1, 0], P[0, 0])
+            for (c, h, mt, cl, pr) in mv['parts']:
+                cen.append(P[:3, :3] @ (np.asarray(c, float) * k) + P[:3, 3])
+                half.append(np.asarray(h, float) * k)
+                yaw.append(a)
+                mat.append(mt)
+                col.append(cl)
+                pr = np.array(pr, float)
+                pr[:2] *= k
+                par.append(pr)
+                owner.append(m + 1)
+        nb = len(self.scene.box_c)
+        scene = self.scene.with_boxes(cen, half, yaw, mat, col, par)
+        r = copy.copy(self.renderer)
+        r.scene = scene
+        rgb, depth, kind, obj = r.render(T, s_hint=_s_hint, return_labels=True)
+        owner = np.asarray(owner, np.uint16)
+        dyn = (kind == sr.KIND_BOX) & (obj >= nb)
+        mask = np.zeros(depth.shape, np.uint16)
+        mask[dyn] = owner[obj[dyn] - nb]
+        return rgb, depth, mask, poses
+
+    def _nearest_station(self, T):
+        d = np.linalg.norm(self.scene.road.xy - T[:2, 3], axis=1)
+        return float(self.scene.road.s[np.argmin(d)])
 
     def relative_pose(self, i: int, j: int) -> np.ndarray:
         """T_cam_i_cam_j: maps points of camera j into camera i (pose of camera j in camera i)."""
@@ -457,6 +554,51 @@ class SyntheticWorld:
         p = self._base_pose(np.concatenate([t - h, t + h]))[:, :3, 3]
         n = len(t)
         return np.linalg.norm(p[n:] - p[:n], axis=1) / (2 * h)
+
+    # ------------------------------------------------------------------ moving objects
+    def _make_movers(self, rng):
+        """Independently moving objects (scale-1 lengths): alternately a vehicle ahead in the
+        camera's lane (its gap oscillates with the distance driven: it speeds up and slows down
+        relative to the camera, and stops when the camera stops) and an oncoming one in the other
+        lane at constant speed (all oncoming objects share one speed, so they never overlap).
+        Corridor: cart-sized boxes instead of cars."""
+        cfg, st = self.config, self.style
+        n = cfg.moving_objects
+        indoor = st.indoor
+        n_on = n // 2
+        T = max((cfg.frames - 1) / cfg.rate, 1e-3)
+        if indoor:
+            gap0, spacing, amp, lam, lat_on = 4.5, 4.0, 1.2, 14.0, 0.6
+            speed_on = rng.uniform(0.6, 1.2)
+        else:
+            gap0, spacing, amp, lam, lat_on = 12.0, 18.0, 4.0, 50.0, 1.3
+            speed_on = rng.uniform(6.0, 12.0)
+        car_cols = np.array([[0.55, 0.05, 0.05], [0.05, 0.15, 0.45], [0.75, 0.75, 0.78],
+                             [0.08, 0.08, 0.09], [0.25, 0.35, 0.25], [0.70, 0.55, 0.15]])
+        period = max(1.2, T / max(n_on, 1))
+        movers = []
+        j_lead = j_on = 0
+        for m in range(n):
+            col = np.clip(car_cols[rng.integers(len(car_cols))] * (1 + rng.normal(0, 0.05, 3)), 0.02, 0.95)
+            if indoor:
+                parts = [((0.0, 0.0, 0.4), (0.3, 0.25, 0.4), sr.MAT_CONCRETE, col,
+                          (0.0, 0.0, rng.uniform(0, 50), rng.uniform(0, 50)))]
+            else:
+                ln = rng.uniform(3.8, 4.8)
+                off = rng.uniform(-0.3, 0.1) * ln / 2
+                parts = [((0.0, 0.0, 0.7), (ln / 2, 0.85, 0.45), sr.MAT_CAR, col, (0.9, 0, 0, 0)),
+                         ((off, 0.0, 1.42), (ln * 0.27, 0.75, 0.27), sr.MAT_GLASS_CABIN, col, (0, 0, 0, 0))]
+            if m % 2 == 0:
+                movers.append(dict(kind='lead', parts=parts, lat=st.lane_offset,
+                                   gap=gap0 + spacing * j_lead, amp=amp * rng.uniform(0.6, 1.0),
+                                   lam=lam * rng.uniform(0.8, 1.2), phase=rng.uniform(0, 2 * np.pi)))
+                j_lead += 1
+            else:
+                t_pass = (j_on + 0.5 + rng.uniform(-0.15, 0.15)) * period
+                movers.append(dict(kind='oncoming', parts=parts, lat=lat_on, speed=speed_on,
+                                   t_pass=t_pass, s_pass=float(np.interp(t_pass, self._t, self._s))))
+                j_on += 1
+        return movers
 
     # ------------------------------------------------------------------ scene content
     def _make_scene(self, rng) -> sr.Scene:

@@ -12,6 +12,11 @@ topic                          type                             content
 /ground_truth/depth            sensor_msgs/msg/Image            32FC1 z-depth metres (REP 118: +Inf = sky)
 /ground_truth/pose             geometry_msgs/msg/PoseStamped    camera optical frame -> ``world``
 /tf_static                     tf2_msgs/msg/TFMessage           base_link -> camera_optical_frame
+/camera/instance_mask          sensor_msgs/msg/Image            only with moving objects: mono16 instance
+                                                                id per pixel (0 = static world, k = moving
+                                                                object k, the same k in every frame)
+/ground_truth/objects          geometry_msgs/msg/PoseArray      only with moving objects: T_world_obj of
+                                                                object k at index k-1 (frame ``world``)
 =============================  ===============================  ==========================================
 
 Header stamps are the sensor times; each message's bag time equals its header stamp. The type
@@ -43,6 +48,8 @@ class SynthTopics:
     gt_depth: str = '/ground_truth/depth'
     gt_pose: str = '/ground_truth/pose'
     tf_static: str = '/tf_static'
+    instance_mask: str = '/camera/instance_mask'
+    gt_objects: str = '/ground_truth/objects'
     camera_frame: str = 'camera_optical_frame'
     base_frame: str = 'base_link'
     odom_frame: str = 'odom'
@@ -110,6 +117,10 @@ class _Msgs:
 
     def pose_stamped(self, t, T, frame):
         return self.T['geometry_msgs/msg/PoseStamped'](header=self.header(t, frame), pose=self.pose(T))
+
+    def pose_array(self, t, Ts, frame):
+        return self.T['geometry_msgs/msg/PoseArray'](header=self.header(t, frame),
+                                                     poses=[self.pose(T) for T in Ts])
 
     def tf_static(self, t, T, parent, child):
         G = self.T
@@ -179,6 +190,11 @@ def write_synth_bag(world: SyntheticWorld, out, *, topics: SynthTopics = SynthTo
         if ground_truth:
             conn('gt_depth', topics.gt_depth, 'sensor_msgs/msg/Image')
             conn('gt_pose', topics.gt_pose, 'geometry_msgs/msg/PoseStamped')
+        movers = getattr(world, 'num_moving_objects', 0) > 0
+        if movers:
+            conn('mask', topics.instance_mask, 'sensor_msgs/msg/Image')
+            if ground_truth:
+                conn('gt_objects', topics.gt_objects, 'geometry_msgs/msg/PoseArray')
 
         def put(key, t, msg, msgtype):
             w.write(conns[key], int(t), ts.serialize_cdr(msg, msgtype))
@@ -208,6 +224,11 @@ def write_synth_bag(world: SyntheticWorld, out, *, topics: SynthTopics = SynthTo
                 put('gt_depth', t_i, M.image(t_i, f.depth.astype(np.float32), '32FC1'), 'sensor_msgs/msg/Image')
                 put('gt_pose', t_i, M.pose_stamped(t_i, f.T_world_cam, topics.world_frame),
                     'geometry_msgs/msg/PoseStamped')
+            if movers:
+                put('mask', t_i, M.image(t_i, f.instance_mask.astype('<u2'), 'mono16'), 'sensor_msgs/msg/Image')
+                if ground_truth:
+                    put('gt_objects', t_i, M.pose_array(t_i, f.object_poses, topics.world_frame),
+                        'geometry_msgs/msg/PoseArray')
             if progress is not None:
                 progress(i + 1, len(world))
         while k < n_odo:  # odometry after the last frame (none by construction, kept for safety)

@@ -143,6 +143,34 @@ class Scene:
                            if len(self.corners) else np.zeros(0))
         return self
 
+    def with_boxes(self, centre, half, yaw, mat, col, par):
+        """A copy of this (finalized) scene with extra boxes appended after its own boxes (the
+        per-frame moving objects): box index ``len(self.box_c) + k`` is extra box k. Only the
+        new boxes' derived data is computed, so this is cheap for a large static scene."""
+        import copy
+        centre, half = np.asarray(centre, float).reshape(-1, 3), np.asarray(half, float).reshape(-1, 3)
+        yaw = np.asarray(yaw, float).reshape(-1)
+        m = len(centre)
+        new = copy.copy(self)
+        nb = len(self.box_c)
+        new.box_c = np.concatenate([self.box_c, centre])
+        new.box_h = np.concatenate([self.box_h, half])
+        new.box_yaw = np.concatenate([self.box_yaw, yaw])
+        new.box_mat = np.concatenate([self.box_mat, np.asarray(mat, int).reshape(-1)])
+        new.box_col = np.concatenate([self.box_col, np.asarray(col, float).reshape(-1, 3)])
+        new.box_par = np.concatenate([self.box_par, np.asarray(par, float).reshape(-1, 4)])
+        sgn = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
+        corners = np.array([c + (sgn * h) @ _rot_z(a).T for c, h, a in zip(centre, half, yaw)],
+                           float).reshape(-1, 8, 3)
+        new.corners = np.concatenate([self.corners[:nb], corners, self.corners[nb:]])
+        new.obj_kind = np.concatenate([self.obj_kind[:nb], np.full(m, KIND_BOX, int), self.obj_kind[nb:]])
+        new.obj_index = np.concatenate([np.arange(nb + m), self.obj_index[nb:]]).astype(int)
+        cen = corners.mean(axis=1)
+        rad = np.linalg.norm(corners - cen[:, None], axis=2).max(axis=1)
+        new.obj_centre = np.concatenate([self.obj_centre[:nb], cen, self.obj_centre[nb:]])
+        new.obj_radius = np.concatenate([self.obj_radius[:nb], rad, self.obj_radius[nb:]])
+        return new
+
 
 def _rot_z(a):
     c, s = np.cos(a), np.sin(a)
@@ -356,13 +384,16 @@ class Renderer:
         return np.where((disc > 0) & (t > 1e-4), t, np.inf)
 
     # ---------------------------------------------------------------- main entry
-    def render(self, T_wc: np.ndarray, s_hint: float = 0.0):
+    def render(self, T_wc: np.ndarray, s_hint: float = 0.0, return_labels: bool = False):
         """Render from camera pose T_wc (camera optical frame -> world, 4x4).
 
         Returns (rgb uint8 HxWx3, depth float32 HxW z-depth metres, +inf for sky). Depth is always
         the exact value at the pixel centre. With supersampling, pixels on a geometric edge
         (another object, a depth jump or a crease in a neighbouring pixel) get the mean colour of
-        ss x ss sub-samples (adaptive anti-aliasing; textures are filtered analytically)."""
+        ss x ss sub-samples (adaptive anti-aliasing; textures are filtered analytically).
+        With ``return_labels`` also the primitive seen through each pixel centre: kind (HxW, a
+        ``KIND_*``) and its index among the primitives of that kind (HxW int64, -1 for
+        ground/ceiling/sky)."""
         R = T_wc[:3, :3].astype(np.float64)
         o = T_wc[:3, 3].astype(np.float64)
         rects = self._screen_rects(T_wc)
@@ -373,6 +404,8 @@ class Renderer:
             edge = self._edges(t, kind, obj, normal)
             if edge.any():
                 col[edge] = self._supersample(o, R, edge, rects, s_hint)
+        if return_labels:
+            return _to_uint8(col), t.astype(np.float32), kind, obj
         return _to_uint8(col), t.astype(np.float32)
 
     @staticmethod
