@@ -237,3 +237,69 @@ def test_clear_errors(synth, tmp_path):
     assert len(BagTripletDataset(no_info, _cfg(camera_info_topic='/calibration/info', skip_static=False))) == 2
     with pytest.raises(ValueError, match='frame_offsets'):
         DatasetConfig(frame_offsets=(0, 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# instance masks (moving objects)
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def movers(tmp_path_factory):
+    world = SyntheticWorld(SynthConfig(frames=14, seed=0, width=128, height=48, supersample=1,
+                                       moving_objects=3))
+    out = tmp_path_factory.mktemp('dsm') / 'movers'
+    write_synth_bag(world, out)
+    return world, out
+
+
+@pytest.mark.timeout(60)
+def test_instance_masks_aligned_flipped_and_collated(movers, synth):
+    world, bag = movers
+    # bag resolution: the masks are exactly the world's ids, slot by slot
+    ds = BagTripletDataset(bag, DatasetConfig(width=128, height=48, augment=False, max_objects=4))
+    n_obj = 0
+    for k in (0, 3, len(ds) - 1):
+        s = ds[k]
+        assert s['instance_masks'].shape == (4, 48, 128) and s['instance_masks'].dtype == torch.float32
+        assert s['source_instance_masks'].shape == (2, 4, 48, 128) and s['instance_ids'].shape == (4,)
+        i = int(np.argmin(np.abs(world.stamps - s['stamp'].item())))
+        ids_t = world.frame(i).instance_mask
+        ids_s = [world.frame(i + o).instance_mask for o in (-1, 1)]
+        for slot, oid in enumerate(s['instance_ids'].tolist()):
+            want_t = (ids_t == oid) if oid > 0 else np.zeros_like(ids_t, bool)
+            assert np.array_equal(s['instance_masks'][slot].numpy() > 0, want_t)
+            for j in range(2):
+                want = (ids_s[j] == oid) if oid > 0 else np.zeros_like(ids_t, bool)
+                assert np.array_equal(s['source_instance_masks'][j, slot].numpy() > 0, want)
+        present = [o for o in s['instance_ids'].tolist() if o > 0]
+        assert sorted(present) == sorted(int(o) for o in np.unique(ids_t) if o > 0)[:4] or len(present) == 4
+        areas = [(ids_t == o).sum() for o in present]
+        assert areas == sorted(areas, reverse=True)                      # largest first
+        n_obj += len(present)
+    assert n_obj >= 3
+    # network resolution: nearest neighbour at pixel centres (half size -> odd rows/columns)
+    half = BagTripletDataset(bag, DatasetConfig(width=64, height=24, augment=False, max_objects=4))
+    s = half[3]
+    i = int(np.argmin(np.abs(world.stamps - s['stamp'].item())))
+    ids = world.frame(i).instance_mask[1::2, 1::2]
+    for slot, oid in enumerate(s['instance_ids'].tolist()):
+        if oid:
+            assert np.array_equal(s['instance_masks'][slot].numpy() > 0, ids == oid)
+    # flipped with the images
+    flip = BagTripletDataset(bag, DatasetConfig(width=64, height=24, max_objects=4, flip_probability=1.0,
+                                                color_probability=0.0))
+    f = flip[3]
+    assert f['flipped'] and torch.equal(f['image'], s['image'].flip(-1))
+    assert torch.equal(f['instance_masks'], s['instance_masks'].flip(-1))
+    assert torch.equal(f['source_instance_masks'], s['source_instance_masks'].flip(-1))
+    assert torch.equal(f['instance_ids'], s['instance_ids'])
+    # batches collate (fixed M), and the camera topic is still found (the mask topic is not a camera)
+    batch = next(iter(torch.utils.data.DataLoader(half, batch_size=3)))
+    assert batch['instance_masks'].shape == (3, 4, 24, 64)
+    assert batch['source_instance_masks'].shape == (3, 2, 4, 24, 64)
+    # off, and bags without a mask topic: no mask keys at all
+    off = BagTripletDataset(bag, DatasetConfig(width=64, height=24, augment=False, mask_topic=''))
+    assert 'instance_masks' not in off[3] and torch.equal(off[3]['image'], s['image'])
+    plain = BagTripletDataset(synth[1], _cfg(augment=False))
+    assert not {'instance_masks', 'source_instance_masks', 'instance_ids'} & set(plain[0])
+    with pytest.raises(BagDatasetError, match='mask topic'):
+        BagTripletDataset(synth[1], _cfg(mask_topic='/camera/instance_mask'))

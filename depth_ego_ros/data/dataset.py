@@ -40,6 +40,22 @@ key                shape / type       meaning
 ``index``          int                frame index of the target in its sequence
 =================  =================  ===================================================
 
+When the bag has an instance-mask topic (``mask_topic``; auto: an ``Image`` topic whose last
+name component contains ``mask``, e.g. ``/camera/instance_mask`` from ``depth-ego synth
+--moving-objects N``; mono8/mono16/8UC1/16UC1, 0 = static, k = object k with the same k in every
+frame) each sample also has:
+
+==========================  ===================  ==========================================
+``instance_masks``          [M,H,W] float32      {0,1} mask of each moving object in the target
+                                                 (M = ``max_objects``; unused slots all 0)
+``source_instance_masks``   [S,M,H,W] float32    the same objects (same slots) in each source
+``instance_ids``            [M] int64            object id of each slot (0 = unused)
+==========================  ===================  ==========================================
+
+Masks are resized to the network resolution by nearest neighbour (pixel-centre exact) and
+flipped with the images. Slots are filled by target-frame area, largest first; objects beyond
+``max_objects`` are left out (they stay in the static part, as without masks).
+
 Augmentation (``augment=True``, training) follows monodepth2: with probability 0.5 a colour
 jitter (brightness, contrast, saturation 0.8-1.2, hue +-0.1, random order, same for the whole
 sample) and, independently with probability 0.5, a horizontal flip (K's cx mirrored:
@@ -96,6 +112,8 @@ class DatasetConfig:
     hue: float = 0.1
     val_fraction: float = 0.1            # share of sequences held out (split='val')
     exclude_prefixes: tuple = ('/ground_truth',)  # never auto-picked as camera/odometry topics
+    mask_topic: str | None = None        # instance masks: None = auto (an Image topic named *mask*), '' = off
+    max_objects: int = 8                 # M: instance-mask slots per sample (padding = zero masks)
 
     def __post_init__(self):
         errs = []
@@ -110,6 +128,8 @@ class DatasetConfig:
         for n in ('flip_probability', 'color_probability'):
             if not 0.0 <= getattr(self, n) <= 1.0:
                 errs.append(f'{n} must be in [0, 1]')
+        if not int(self.max_objects) >= 1:
+            errs.append(f'max_objects must be >= 1 (got {self.max_objects})')
         if self.max_gap is not None and not self.max_gap > 0:
             errs.append(f'max_gap must be > 0 or None (got {self.max_gap})')
         if errs:
@@ -128,6 +148,7 @@ class Sequence:
     distance: np.ndarray         # (N,) cumulative odometry distance, metres (NaN = unknown)
     speed: np.ndarray            # (N,) odometry speed, m/s (NaN = unknown)
     dropped_static: int = 0
+    masks: np.ndarray | None = None  # (N,H,W) uint16 instance ids at network res (mask topic), else None
 
     def __len__(self):
         return len(self.stamps)
@@ -135,7 +156,8 @@ class Sequence:
     def subset(self, start, stop, name):
         sl = slice(start, stop)
         return Sequence(name=name, bag=self.bag, images=self.images[sl], stamps=self.stamps[sl],
-                        K=self.K[sl], distance=self.distance[sl], speed=self.speed[sl])
+                        K=self.K[sl], distance=self.distance[sl], speed=self.speed[sl],
+                        masks=None if self.masks is None else self.masks[sl])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,6 +175,63 @@ def _bag_dir(path) -> Path:
     return p
 
 
+def _is_mask_topic(topic: str) -> bool:
+    parts = [p for p in topic.split('/') if p]
+    return bool(parts) and 'mask' in parts[-1].lower()
+
+
+def _pick_mask_topic(name, topics: dict, cfg: DatasetConfig, image_topic: str):
+    """The instance-mask topic, or None (auto: the Image topic named *mask*, preferring
+    *instance_mask* and the camera's namespace)."""
+    listing = ', '.join(f'{t} [{m}]' for t, m in sorted(topics.items())) or '(none)'
+    if cfg.mask_topic == '':
+        return None
+    if cfg.mask_topic:
+        if topics.get(cfg.mask_topic) != IMAGE:
+            raise BagDatasetError(f'bag {name}: no sensor_msgs/Image mask topic {cfg.mask_topic!r}; '
+                                  f'topics: {listing}')
+        return cfg.mask_topic
+    cands = sorted(t for t, m in topics.items() if m == IMAGE and t != image_topic and _is_mask_topic(t))
+    if len(cands) > 1:
+        inst = [t for t in cands if 'instance' in t.lower()]
+        cands = inst or cands
+    if len(cands) > 1:
+        ns = image_topic.rsplit('/', 1)[0]
+        same = [t for t in cands if t.rsplit('/', 1)[0] == ns]
+        cands = same or cands
+    if len(cands) > 1:
+        log.warning('bag %s: several mask topics %s, none used (set mask_topic)', name, cands)
+        return None
+    return cands[0] if cands else None
+
+
+def _decode_mask(msg) -> np.ndarray:
+    """Instance-id image (mono8/8UC1 or mono16/16UC1) -> (H,W) uint16."""
+    enc = str(msg.encoding).lower()
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if enc in ('mono8', '8uc1'):
+        bpp, dt = 1, np.uint8
+    elif enc in ('mono16', '16uc1'):
+        bpp, dt = 2, np.dtype('>u2' if msg.is_bigendian else '<u2')
+    else:
+        raise MessageDecodeError(f'mask encoding {msg.encoding!r} is not mono8/mono16/8UC1/16UC1')
+    if h <= 0 or w <= 0 or step < w * bpp or data.size < step * h:
+        raise MessageDecodeError(f'mask image {w}x{h} step {step} with {data.size} bytes is inconsistent')
+    rows = data[:step * h].reshape(h, step)[:, :w * bpp]
+    return np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.uint16)
+
+
+def _resize_nearest(ids: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resize of a label image, pixel-centre exact (never mixes ids)."""
+    h, w = ids.shape
+    if (w, h) == (width, height):
+        return ids
+    ys = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
+    xs = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
+    return ids[ys[:, None], xs[None, :]]
+
+
 def _pick_topics(name, topics: dict, cfg: DatasetConfig):
     """topics: topic -> msgtype. Returns (image_topic, camera_info_topic, odom_topic|None)."""
     listing = ', '.join(f'{t} [{m}]' for t, m in sorted(topics.items())) or '(none)'
@@ -167,7 +246,8 @@ def _pick_topics(name, topics: dict, cfg: DatasetConfig):
         image = cfg.image_topic
     else:
         cands = [t for t, m in topics.items() if m in (IMAGE, COMPRESSED)
-                 and not t.startswith(excluded) and 'depth' not in t.split('/')]
+                 and not t.startswith(excluded) and 'depth' not in t.split('/')
+                 and not _is_mask_topic(t)]
         if not cands:
             raise BagDatasetError(f'bag {name}: no camera image topic (sensor_msgs/Image or '
                                   f'CompressedImage); topics: {listing}')
@@ -262,8 +342,9 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
         for c in reader.connections:
             topics.setdefault(c.topic, c.msgtype)
         image_t, info_t, odom_t = _pick_topics(name, topics, cfg)
-        conns = [c for c in reader.connections if c.topic in (image_t, info_t, odom_t)]
-        infos, odo, frames = [], [], []
+        mask_t = _pick_mask_topic(name, topics, cfg, image_t)
+        conns = [c for c in reader.connections if c.topic in (image_t, info_t, odom_t, mask_t)]
+        infos, odo, frames, masks = [], [], [], {}
         bad = 0
         for conn, _t, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
@@ -278,6 +359,14 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
                 tw = msg.twist.twist if conn.msgtype == ODOMETRY else msg.twist
                 v = math.sqrt(tw.linear.x ** 2 + tw.linear.y ** 2 + tw.linear.z ** 2)
                 odo.append((_stamp(msg), v))
+            elif conn.topic == mask_t:
+                try:
+                    ids = _decode_mask(msg)
+                except MessageDecodeError as exc:
+                    log.warning('bag %s: skipping an instance mask: %s', name, exc)
+                    continue
+                st = msg.header.stamp
+                masks[int(st.sec) * 1_000_000_000 + int(st.nanosec)] = _resize_nearest(ids, cfg.width, cfg.height)
             else:
                 try:
                     rgb = image_to_rgb8(msg) if conn.msgtype == IMAGE else compressed_to_rgb8(msg)
@@ -287,7 +376,8 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
                         log.warning('bag %s: skipping a camera frame: %s', name, exc)
                     continue
                 frames.append((_stamp(msg), rgb.shape[1], rgb.shape[0],
-                               _resize(rgb, cfg.width, cfg.height), _thumb(rgb)))
+                               _resize(rgb, cfg.width, cfg.height), _thumb(rgb),
+                               int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)))
     finally:
         reader_cm.__exit__(None, None, None)
     if not frames:
@@ -317,7 +407,7 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
 
     # K per frame (latest CameraInfo at or before the stamp; the first one before that)
     Ks, sizes = [], []
-    for st, w, h, _img, _th in frames:
+    for st, w, h, _img, _th, _ns in frames:
         j = max(0, int(np.searchsorted(info_stamps, st + 1e-9, side='right')) - 1)
         _, K, iw, ih, _ = infos[j]
         if (iw, ih) != (w, h) and iw > 0 and ih > 0:
@@ -335,6 +425,8 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
     breaks.append(len(frames))
 
     seqs = []
+    zero_mask = np.zeros((cfg.height, cfg.width), np.uint16)
+    missing = 0
     for a, b in zip(breaks[:-1], breaks[1:]):
         keep = []
         last = None
@@ -351,10 +443,17 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
         if len(keep) < 2:
             continue
         sname = name if len(breaks) == 2 else f'{name}#{len(seqs)}'
+        seq_masks = None
+        if mask_t is not None:  # matched to frames by exact header stamp; none for a frame: all static
+            seq_masks = np.stack([masks.get(frames[i][5], zero_mask) for i in keep])
+            missing += sum(frames[i][5] not in masks for i in keep)
         seqs.append(Sequence(
             name=sname, bag=str(bag), images=np.stack([frames[i][3] for i in keep]),
             stamps=stamps[keep], K=np.stack([Ks[i] for i in keep]), distance=dist[keep],
-            speed=speed[keep], dropped_static=(b - a) - len(keep)))
+            speed=speed[keep], dropped_static=(b - a) - len(keep), masks=seq_masks))
+    if missing:
+        log.warning('bag %s: %d kept frames have no instance mask on %s (treated as static)',
+                    name, missing, mask_t)
     if not seqs:
         raise BagDatasetError(f'bag {name}: fewer than 2 moving frames on {image_t}; nothing to train on')
     log.info('bag %s: %d frames on %s, %d sequence(s), %d static frames dropped, odometry: %s',
@@ -462,7 +561,10 @@ class BagTripletDataset(torch.utils.data.Dataset):
             if torch.rand(()) < cfg.color_probability:
                 aug = _color_jitter(imgs, cfg)
         dist = np.abs(s.distance[idx[1:]] - s.distance[t])
-        return {
+        extra = {}
+        if s.masks is not None:
+            extra = _instance_slots(s.masks[idx], cfg.max_objects, flipped)
+        return {**extra,
             'image': imgs[0], 'sources': imgs[1:], 'image_aug': aug[0], 'sources_aug': aug[1:],
             'K': K, 'distance': torch.from_numpy(dist.astype(np.float32)),
             'speed': torch.tensor(float(s.speed[t]), dtype=torch.float32),
@@ -470,6 +572,23 @@ class BagTripletDataset(torch.utils.data.Dataset):
             'stamp': torch.tensor(s.stamps[t], dtype=torch.float64), 'flipped': flipped,
             'sequence': s.name, 'index': t,
         }
+
+
+def _instance_slots(ids: np.ndarray, max_objects: int, flipped: bool) -> dict:
+    """ids (1+S,H,W) uint16 (target first) -> per-slot binary masks of the target's objects
+    (largest first, up to max_objects), the same objects in the sources, and their ids."""
+    obj, area = np.unique(ids[0], return_counts=True)
+    keep = obj != 0
+    obj, area = obj[keep], area[keep]
+    order = np.argsort(-area, kind='stable')[:max_objects]
+    slot_ids = np.zeros(max_objects, np.int64)
+    slot_ids[:len(order)] = obj[order]
+    m = torch.from_numpy(ids.astype(np.int64))                                     # [1+S,H,W]
+    sid = torch.from_numpy(slot_ids)
+    masks = ((m[:, None] == sid[None, :, None, None]) & (sid[None, :, None, None] > 0)).float()  # [1+S,M,H,W]
+    if flipped:
+        masks = masks.flip(-1)
+    return {'instance_masks': masks[0], 'source_instance_masks': masks[1:], 'instance_ids': sid}
 
 
 def _color_jitter(imgs: torch.Tensor, cfg: DatasetConfig) -> torch.Tensor:
