@@ -537,3 +537,18 @@ def test_replay_launch_file(monkeypatch):
     assert mod.player_command('b', topics)[0] != 'ros2'          # no distro here -> depth-ego play
     assert mod.output_topics('depth_ego') == ['/depth_ego/depth', '/depth_ego/depth/camera_info',
                                               '/depth_ego/odom']
+
+
+def test_camera_auto_detection_skips_instance_masks(tmp_path, capsys):
+    """A bag with moving objects also carries /camera/instance_mask (mono16): the camera is still
+    auto-detected (a mask topic is never taken for the camera)."""
+    from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
+    from depth_ego_ros.data.synth_bag import write_synth_bag
+    bag = tmp_path / 'bag'
+    write_synth_bag(SyntheticWorld(SynthConfig(frames=4, width=W, height=H, seed=3, supersample=1,
+                                               moving_objects=2)), bag)
+    out = tmp_path / 'eval'
+    rc, _, err = _run(['--bag', str(bag), '--gt-depth', '/ground_truth/depth', '--out', str(out),
+                       *NET, '--examples', '0'], capsys)
+    assert rc == 0, err
+    assert _report(out)['inputs']['topics']['camera']['topic'] == '/camera/image_raw'

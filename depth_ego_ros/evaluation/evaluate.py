@@ -268,7 +268,9 @@ class _Bag:
 
 def _auto_camera_topic(bag: _Bag, exclude) -> str | None:
     cands = [t for t in bag.of_type(br.IMAGE_TYPES) if t not in exclude]
-    colour = [t for t in cands if 'depth' not in t.lower()]
+    # not a depth image, not an instance/segmentation mask (the last name part says so)
+    colour = [t for t in cands if 'depth' not in t.lower()
+              and 'mask' not in t.rstrip('/').rsplit('/', 1)[-1].lower()]
     if len(colour) == 1:
         return colour[0]
     if len(cands) == 1:
