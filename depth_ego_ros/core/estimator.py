@@ -30,7 +30,9 @@ import dataclasses
 import functools
 import logging
 import math
+import copy
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -826,6 +828,8 @@ class Estimator:
         self._cams: dict[Hashable, _CameraState] = {}
         self._last: dict[Hashable, tuple] = {}       # camera -> (depth [H,W], rgb [H,W,3], K)
         self._rays: dict[tuple, torch.Tensor] = {}
+        self._swap_lock = threading.Lock()           # serialises swap_runner callers only
+        self.weights_version = 0                     # +1 per swap_runner (online refinement)
         self.reset()
 
     def _make_runner(self, backend, depth_net, pose_net, net_min_depth=None):
@@ -1059,12 +1063,15 @@ class Estimator:
         cfg = self.config
         n = len(frames)
         self._apply_threads()
+        # one runner for the whole call: a concurrent swap_runner (online refinement) never mixes
+        # the old depth net with the new pose net within a frame
+        runner = self.runner
         with torch.inference_mode():
             t0 = time.perf_counter()
             x, rgbs = self._upload(frames)
             self._sync()
             t1 = time.perf_counter()
-            disp = self.runner.depth(x).float()                  # one network call
+            disp = runner.depth(x).float()                       # one network call
             scaled, _ = self._disp_to_depth(disp, cfg.min_depth, cfg.max_depth)   # float32
             self._sync()
             t2 = time.perf_counter()
@@ -1073,7 +1080,7 @@ class Estimator:
             masks = [None] * n
             K_used = [f.K for f in frames]
             if self.has_pose and (with_pose or self.config.learned_intrinsics):
-                T, masks, K_used = self._pose_stage(frames, x, with_pose)
+                T, masks, K_used = self._pose_stage(frames, x, with_pose, runner)
             self._sync()
             t3 = time.perf_counter()
 
@@ -1113,7 +1120,7 @@ class Estimator:
                                 K=np.array(frames[i].K, dtype=np.float64), explainability=masks[i])
                 for i in range(n)]
 
-    def _pose_stage(self, frames: list, x: torch.Tensor, with_pose: bool):
+    def _pose_stage(self, frames: list, x: torch.Tensor, with_pose: bool, runner=None):
         """One pose-network call for the batch -> (T_prev_curr per frame | None, explainability
         per frame | None, K used per frame).
 
@@ -1122,6 +1129,7 @@ class Estimator:
         Learned intrinsics, a frame without K whose camera has no estimate yet and no pair: the
         pair [current, current] is added to the call, only for its K (no state change)."""
         cfg = self.config
+        runner = self.runner if runner is None else runner
         n = len(frames)
         learned = cfg.learned_intrinsics
         T, masks, K_used = [None] * n, [None] * n, [f.K for f in frames]
@@ -1155,7 +1163,7 @@ class Estimator:
                     estimated.add(f.camera_id)
         mats = intr = exp = None
         if rows_prev:
-            outs = self.runner.pose(torch.cat([torch.stack(rows_prev), torch.stack(rows_cur)], dim=1))
+            outs = runner.pose(torch.cat([torch.stack(rows_prev), torch.stack(rows_cur)], dim=1))
             named = dict(zip(self._pose_outputs, outs))
             vec = torch.cat([named['axisangle'].float().reshape(-1, 3),
                              named['translation'].float().reshape(-1, 3)], dim=1).cpu().double()
@@ -1206,6 +1214,85 @@ class Estimator:
         if self._intrinsics_prior is not None:
             return self._new_running_intrinsics().K(width, height)
         return None
+
+    # -- online refinement (core/online_refinement.py) ---------------------------------
+    def trainable_networks(self):
+        """Fresh float32 CPU copies of the networks this estimator runs, as built from its
+        checkpoint (``build_networks``: eval mode, BatchNorm not folded, monodepth2 layout), for
+        fine-tuning. They are independent of the running networks: change them freely, then
+        hand them back with :meth:`set_networks`. ValueError for exported models (no torch
+        weights to train)."""
+        cfg = self.config
+        if cfg.exported_model_dir is not None:
+            raise ValueError('the networks come from exported models (exported_model_dir): there '
+                             'are no torch weights to fine-tune; use a checkpoint instead')
+        depth_net, pose_net, _ = build_networks(cfg.model, self.checkpoint, pose_model=cfg.pose_model,
+                                                learned_intrinsics=cfg.learned_intrinsics)
+        return depth_net, pose_net
+
+    def build_runner(self, depth_net, pose_net, cache_dir=None, warmup: bool = True):
+        """A runner of this estimator's backend and device running COPIES of ``depth_net`` /
+        ``pose_net`` (the given modules are left as they are; the copies are rewritten for
+        inference as at start). Call it from any thread: nothing of the running estimator is
+        touched. onnxruntime: the nets are exported to ``cache_dir`` (default: the estimator's
+        cache) and fresh sessions opened. ``warmup``: one call of each network at the network
+        resolution, so that the first frame after the swap does not pay first-run costs.
+        ValueError for backends/options that cannot be rebuilt (exported models, tensorrt,
+        torch.compile, CUDA graphs)."""
+        cfg = self.config
+        if cfg.exported_model_dir is not None or cfg.backend == 'tensorrt':
+            raise ValueError('exported models cannot take new weights: run from a checkpoint '
+                             "with backend 'torch', 'onnxruntime' or 'torchscript'")
+        if cfg.compile or cfg.cuda_graphs:
+            raise ValueError('compile / cuda_graphs would recompile / recapture the networks for '
+                             'every new set of weights: turn them off to swap weights')
+        if (pose_net is None) != (not self.has_pose):
+            raise ValueError('the new networks must have a pose network exactly when the running '
+                             'ones do')
+        depth_net = copy.deepcopy(depth_net).float().cpu().eval()
+        pose_net = copy.deepcopy(pose_net).float().cpu().eval() if pose_net is not None else None
+        if cfg.backend == 'onnxruntime':
+            tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
+                ('-K' if cfg.learned_intrinsics else '')
+            runner = OrtRunner.from_nets(depth_net, pose_net, self.device, cfg.width, cfg.height,
+                                         tag, cache_dir or cfg.cache_dir, cfg.num_threads)
+        elif cfg.backend == 'torchscript':
+            runner = TorchScriptRunner.from_nets(depth_net, pose_net, self.device, cfg.precision,
+                                                 cfg.optimize, (cfg.height, cfg.width))
+        else:
+            runner = TorchRunner(depth_net, pose_net, self.device, cfg.precision, cfg.channels_last,
+                                 cfg.optimize, False, False)
+        if warmup:
+            with torch.inference_mode():
+                x = torch.zeros(1, 3, cfg.height, cfg.width, device=self.device)
+                runner.depth(x)
+                if runner.has_pose:
+                    runner.pose(torch.cat([x, x], 1))
+            self._sync()
+        return runner
+
+    def swap_runner(self, runner):
+        """Make ``runner`` (from :meth:`build_runner`) the one every later inference call uses:
+        one reference assignment. A call already running finishes with the runner it started
+        with (each call takes the runner once), so no frame ever sees half-updated weights and
+        inference is never blocked. Returns ``(old runner, seconds the swap took)``."""
+        if bool(runner.has_pose) != self.has_pose:
+            raise ValueError('the new runner must have a pose network exactly when the old one does')
+        with self._swap_lock:
+            t0 = time.perf_counter()
+            old, self.runner = self.runner, runner
+            took = time.perf_counter() - t0
+            self.weights_version += 1
+        return old, took
+
+    def set_networks(self, depth_net, pose_net, cache_dir=None, warmup: bool = True) -> dict:
+        """:meth:`build_runner` + :meth:`swap_runner`: run these weights from now on. Returns
+        ``{'build_ms', 'swap_ms', 'version'}``."""
+        t0 = time.perf_counter()
+        runner = self.build_runner(depth_net, pose_net, cache_dir, warmup)
+        t1 = time.perf_counter()
+        _, took = self.swap_runner(runner)
+        return {'build_ms': (t1 - t0) * 1e3, 'swap_ms': took * 1e3, 'version': self.weights_version}
 
     # -- public API ----------------------------------------------------------------------
     def infer(self, image: np.ndarray, K: np.ndarray | None = None, stamp: float | None = None,
