@@ -192,7 +192,37 @@ PARAMS = [
     Param('frames.camera_odom', '{camera}_odom', 'multi-camera: fixed odometry frame of each '
           'camera ({camera} = its namespace); frames.odom/base/camera apply to the single-camera '
           'mode only', read_only=True),
+    # -- online refinement (core/online_refinement.py, docs/online_refinement.md) -----------------
+    Param('online_refinement.enabled', False, 'test-time adaptation: a background thread '
+          'fine-tunes a copy of the depth and pose networks on a sliding window of recent frames '
+          '(self-supervised loss) and swaps the weights in when the window loss fell; monodepth2 '
+          'ResNet networks only', read_only=True),
+    Param('online_refinement.window', 8, 'frames kept in the sliding window (per camera)',
+          range=(3, 64), read_only=True),
+    Param('online_refinement.steps', 3, 'optimiser steps per round', range=(1, 100)),
+    Param('online_refinement.batch', 2, 'frame triplets per optimiser step', range=(1, 16)),
+    Param('online_refinement.learning_rate', 1e-4, 'Adam learning rate of the refinement',
+          range=(1e-8, 0.1)),
+    Param('online_refinement.interval', 1.0, 'seconds between the starts of two rounds',
+          range=(0.0, 3600.0)),
+    Param('online_refinement.max_share', 0.3, 'the refiner is busy at most this fraction of '
+          'wall time (it sleeps in between)', range=(0.01, 1.0)),
+    Param('online_refinement.threads', 1, 'CPU threads of the refiner', range=(1, 64),
+          read_only=True),
+    Param('online_refinement.networks', 'both', 'networks adapted: both, depth or pose',
+          choices=('both', 'depth', 'pose')),
+    Param('online_refinement.reset_after_rejects', 0, 'restore the original weights after this '
+          'many rejected rounds in a row (0 = never)', range=(0, 1000)),
+    Param('online_refinement.frame_stride', 1, 'keep every n-th processed frame in the window',
+          range=(1, 100), read_only=True),
+    Param('online_refinement.save_dir', '', 'directory where the refined weights are written '
+          '(monodepth2 layout) when the node shuts down; empty = not saved', read_only=True),
 ]
+# node parameter -> RefinerConfig field (changeable at run time unless read_only)
+REFINER_PARAMS = {'window': 'window', 'steps': 'steps', 'batch': 'batch',
+                  'learning_rate': 'learning_rate', 'interval': 'interval',
+                  'max_share': 'max_share', 'threads': 'threads', 'networks': 'networks',
+                  'reset_after_rejects': 'reset_after_rejects', 'frame_stride': 'frame_stride'}
 
 # Bad-input kinds counted in the diagnostics.
 BAD_INPUTS = ('unsupported_encoding', 'malformed_image', 'corrupt_compressed', 'bad_camera_info',
@@ -301,6 +331,17 @@ class PerceptionNode(Node):
             self.get_logger().warning('learned_intrinsics is set: camera_info.fallback_k is ignored '
                                       '(the learned K is used until a camera_info arrives)')
         self.backend = getattr(self.estimator, 'backend_info', {}).get('backend', p['backend'])
+        self._refiner = None
+        self._refine_log = (0.0, 0)
+        if p['online_refinement.enabled']:
+            from depth_ego_ros.core.online_refinement import OnlineRefiner, RefinerConfig
+            rc = RefinerConfig(**{f: p[f'online_refinement.{k}'] for k, f in REFINER_PARAMS.items()})
+            self._refiner = OnlineRefiner(self.estimator, rc)   # ValueError: unsupported nets
+            self._refiner.start()
+            self.get_logger().info(
+                f'online refinement on: window {rc.window}, {rc.steps} steps x {rc.batch} '
+                f'triplets every {rc.interval:g} s, lr {rc.learning_rate:g}, networks '
+                f'{rc.networks}, max share {rc.max_share:g}, {rc.threads} thread(s)')
         self._T_base_cam = (_rpy_to_matrix(p['static_transform.xyz'], p['static_transform.rpy'])
                             if p['frames.base'] else np.eye(4))
 
@@ -403,6 +444,11 @@ class PerceptionNode(Node):
         self.p = p                                  # one atomic swap; the worker reads self.p
         if 'log_throttle' in changes:
             self._throttle.period = changes['log_throttle']
+        if self._refiner is not None:
+            rc = {REFINER_PARAMS[k.split('.', 1)[1]]: v for k, v in changes.items()
+                  if k.startswith('online_refinement.') and k.split('.', 1)[1] in REFINER_PARAMS}
+            if rc:
+                self._refiner.update_config(**rc)
         for cam in self.cams:
             if 'odom.translation_noise' in changes:
                 cam.chain.translation_noise = changes['odom.translation_noise']
@@ -598,6 +644,8 @@ class PerceptionNode(Node):
     def _reset_trajectory(self, cam: _Camera, kind: str, why: str):
         self._bad(cam, kind, f'{why}: odometry restarts from the origin')
         self._reset_estimator(cam)
+        if self._refiner is not None:                   # no triplet across the jump
+            self._refiner.reset_window(cam.cid)
         cam.chain.reset()
         cam.counts['trajectory_resets'] += 1
 
@@ -686,6 +734,9 @@ class PerceptionNode(Node):
             cam.chain.update(rel, r.dt)
             if r.want_pose:
                 self._publish_odometry(cam, r.want, header)
+        if self._refiner is not None and K is not None:   # one image copy; work in its thread
+            self._refiner.add_frame(r.image, K, r.stamp_ns * 1e-9, self._speed, camera_id=cam.cid,
+                                    encoding=r.encoding)
         cam.outputs_ms.add((time.perf_counter() - t_out) * 1e3)
         cam.counts['frames_processed'] += 1
         cam.out_rate.tick()
@@ -765,7 +816,12 @@ class PerceptionNode(Node):
             'frames_learned_intrinsics': c['frames_learned_intrinsics'],
             'network_input': f'{p["width"]}x{p["height"]}', 'image_topic': cam.sub_image.topic_name,
         }
-        values.update({f'bad_input.{k}': c[k] for k in BAD_INPUTS})
+        values['online_refinement'] = 'on' if self._refiner is not None else 'off'
+        if self._refiner is not None:
+            st = self._refiner.stats()
+            values.update({f'online_refinement.{k}': st[k] for k in (
+                'rounds', 'accepted', 'rejected', 'nonfinite', 'resets', 'errors', 'share',
+                'cpu_share', 'round_ms_mean', 'build_ms_mean', 'swap_ms_max', 'weights_version')})
         values.update({f'published.{k}': c[f'published_{k}'] for k in OUTPUTS})
         if self.multi:
             bs = self._batch_size.summary()
@@ -794,7 +850,23 @@ class PerceptionNode(Node):
                          for k, v in values.items()]
         return status
 
+    def _log_refinement(self):
+        """One info line about the refiner when rounds happened, at most every 10 s."""
+        st = self._refiner.stats()
+        last_t, last_rounds = self._refine_log
+        now = time.monotonic()
+        if st['rounds'] != last_rounds and now - last_t >= 10.0:
+            self._refine_log = (now, st['rounds'])
+            self.get_logger().info(
+                f"online refinement: {st['rounds']} rounds ({st['accepted']} accepted, "
+                f"{st['rejected']} rejected, {st['nonfinite']} non-finite), share "
+                f"{st['share'] * 100:.0f} %, {st['round_ms_mean']:.0f} ms busy per round, "
+                f"weights swapped in {st['swap_ms_max'] * 1e3:.0f} us (max)"
+                + (f"; last error: {self._refiner.last_error}" if self._refiner.last_error else ''))
+
     def _publish_diagnostics(self):
+        if self._refiner is not None:
+            self._log_refinement()
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [self.diagnostics(cam) for cam in self.cams]
@@ -803,6 +875,19 @@ class PerceptionNode(Node):
     def close(self):
         (self._slots if self.multi else self._slot).close()
         self._worker.join(timeout=10.0)
+        if self._refiner is not None:
+            self._refiner.stop()
+            out = self.p['online_refinement.save_dir']
+            if out:
+                try:
+                    st = self._refiner.stats()
+                    d = self._refiner.save(out)
+                    self.get_logger().info(f"online refinement: weights saved to {d} "
+                                           f"({st['accepted']} of {st['rounds']} rounds accepted)")
+                except Exception as exc:  # never lose the shutdown over it
+                    self.get_logger().error(f'online refinement: saving to {out} failed: '
+                                            f'{type(exc).__name__}: {exc}')
+            self._refiner.close()
 
 
 def main(args=None) -> int:
