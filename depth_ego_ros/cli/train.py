@@ -59,8 +59,11 @@ def add_parser(subparsers):
     g.add_argument('--learned-intrinsics', action='store_const', const=True,
                    help='learn K with an intrinsics head on the pose network (replaces camera_info '
                    'K in the loss; the learned K is saved as intrinsics.pth)')
-    g.add_argument('--intrinsics-init-focal', type=float, metavar='F',
-                   help=f'prior fx/W = fy/H of a fresh intrinsics head (default {d.intrinsics_init_focal})')
+    g.add_argument('--intrinsics-init-focal', type=float, nargs='+', metavar='F',
+                   help='prior of a fresh intrinsics head: fx/W = fy/H, or fx/W fy/H '
+                   f'(default {d.intrinsics_init_focal})')
+    g.add_argument('--intrinsics-lr-factor', type=float, metavar='F',
+                   help=f"the intrinsics head's biases learn at lr x F (default {d.intrinsics_lr_factor})")
     g.add_argument('--width', type=int, help=f'network width, multiple of 32 (default {d.width})')
     g.add_argument('--height', type=int, help=f'network height, multiple of 32 (default {d.height})')
     g.add_argument('--min-depth', type=float, help=f'(default {d.min_depth})')
@@ -126,7 +129,7 @@ def add_parser(subparsers):
 
 
 _FIELDS = ('bags', 'out', 'init', 'model', 'pose_model', 'explainability_weight',
-           'learned_intrinsics', 'intrinsics_init_focal', 'alignment_weight',
+           'learned_intrinsics', 'intrinsics_init_focal', 'intrinsics_lr_factor', 'alignment_weight',
            'depth_normalization', 'width', 'height', 'min_depth', 'max_depth',
            'init_depth', 'pose_init', 'translation_scale', 'rotation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
            'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'amp', 'device', 'num_workers',

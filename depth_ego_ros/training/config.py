@@ -50,7 +50,10 @@ class TrainConfig:
         per-pixel minimum). 0 = PoseExpNet without masks.
       learned_intrinsics: K from an intrinsics head on the pose network's bottleneck replaces the
         bags' camera_info K in the loss (camera_info is still read, for logging the error).
-      intrinsics_init_focal: prior of a fresh intrinsics head, fx/W = fy/H (1.0 ~ 53 deg).
+      intrinsics_init_focal: prior of a fresh intrinsics head: fx/W = fy/H (one number; 1.0 ~
+        53 deg horizontal field of view) or (fx/W, fy/H).
+      intrinsics_lr_factor: the intrinsics head's biases (which carry the camera's K) learn at
+        lr x this (at the networks' lr K barely moves in a run).
       init: checkpoint to start from (None = random weights): a directory in any layout the
         Estimator loads (monodepth2, or the project's PackNet/PoseExpNet files), or a
         PackNet-SfM .ckpt file for the packnet models.
@@ -117,7 +120,8 @@ class TrainConfig:
     pose_model: str = 'monodepth2'
     explainability_weight: float = 0.2
     learned_intrinsics: bool = False
-    intrinsics_init_focal: float = 1.0
+    intrinsics_init_focal: float | tuple = 1.0
+    intrinsics_lr_factor: float = 10.0
     width: int = 640
     height: int = 192
     init: str | None = None
@@ -192,9 +196,19 @@ class TrainConfig:
         if not (is_num(self.explainability_weight) and self.explainability_weight >= 0):
             errs.append(f'explainability_weight must be a finite number >= 0, got '
                         f'{self.explainability_weight!r}')
-        if not (is_num(self.intrinsics_init_focal) and 0.05 <= self.intrinsics_init_focal <= 20):
-            errs.append(f'intrinsics_init_focal must be in [0.05, 20] (fx/W), got '
-                        f'{self.intrinsics_init_focal!r}')
+        foc = self.intrinsics_init_focal
+        if isinstance(foc, (list, tuple)) and len(foc) == 1:
+            foc = self.intrinsics_init_focal = foc[0]
+        if isinstance(foc, (list, tuple)):
+            if len(foc) == 2 and all(is_num(f) and 0.05 <= f <= 20 for f in foc):
+                self.intrinsics_init_focal = tuple(float(f) for f in foc)
+            else:
+                errs.append(f'intrinsics_init_focal must be one number or two (fx/W, fy/H), each '
+                            f'in [0.05, 20], got {foc!r}')
+        elif not (is_num(foc) and 0.05 <= foc <= 20):
+            errs.append(f'intrinsics_init_focal must be in [0.05, 20] (fx/W = fy/H), got {foc!r}')
+        if not (is_num(self.intrinsics_lr_factor) and 0 < self.intrinsics_lr_factor <= 1e4):
+            errs.append(f'intrinsics_lr_factor must be in (0, 1e4], got {self.intrinsics_lr_factor!r}')
         if not (is_num(self.alignment_weight) and self.alignment_weight >= 0):
             errs.append(f'alignment_weight must be a finite number >= 0, got {self.alignment_weight!r}')
         if self.depth_normalization not in _DEPTH_NORMALIZATIONS:
@@ -309,6 +323,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d['frame_offsets'] = list(self.frame_offsets)
         d['scales'] = list(self.scales)
+        if isinstance(self.intrinsics_init_focal, tuple):
+            d['intrinsics_init_focal'] = list(self.intrinsics_init_focal)
         return d
 
     @classmethod
@@ -322,7 +338,7 @@ class TrainConfig:
             raise TrainConfigError(f'unknown training configuration keys: {", ".join(unknown)} '
                                    f'(known: {", ".join(sorted(names))})')
         d = dict(data)
-        for k in ('frame_offsets', 'scales'):
+        for k in ('frame_offsets', 'scales', 'intrinsics_init_focal'):
             if k in d and isinstance(d[k], list):
                 d[k] = tuple(d[k])
         return cls(**d)

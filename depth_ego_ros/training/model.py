@@ -317,7 +317,7 @@ def build_model(model: str = 'resnet18', checkpoint: str | os.PathLike | None = 
         log.warning('checkpoint %s has no %s pose network: the pose network starts from random '
                     'weights', checkpoint, pose_model)
     if pose_model == 'posexp':
-        if pose_net is not None:
+        if pose_net is not None and checkpoint is not None:
             net = pose_net.net
             if net.num_sources != num_sources or net.output_exp != explainability:
                 raise ckpt.CheckpointError(

@@ -216,8 +216,8 @@ class Trainer:
             self.init_notes.append(f'{cfg.pose_model} pose network from random weights '
                                    '(none of that kind in the checkpoint)')
         if cfg.learned_intrinsics and not info['intrinsics_from_checkpoint']:
-            self.init_notes.append(f'intrinsics head at its prior fx/W = fy/H = '
-                                   f'{cfg.intrinsics_init_focal:g}, centred')
+            self.init_notes.append(f'intrinsics head at its prior (fx/W, fy/H) = '
+                                   f'{cfg.intrinsics_init_focal}, centred')
         if cfg.odometry_warp_steps and not self.has_odometry:
             raise TrainConfigError('odometry_warp_steps needs odometry in the bags (none found)')
         c = cfg.translation_scale
@@ -326,8 +326,19 @@ class Trainer:
 
     def _build_optimiser(self):
         cfg = self.config
-        self.optimizer = torch.optim.Adam(self.model.trainable_parameters(), lr=cfg.lr,
-                                          weight_decay=cfg.weight_decay)
+        params = self.model.trainable_parameters()
+        groups = [{'params': params}]
+        if self.model.intrinsics is not None and cfg.intrinsics_lr_factor != 1.0:
+            # the head's 4 outputs are constants of the camera, carried by its biases: a higher
+            # learning rate on them lets K move within a run (at lr 1e-4 one Adam step moves a
+            # normalised focal length by ~1e-4). Its weights (the per-pair dependence on the
+            # pose features) keep the networks' rate: larger steps there made K jump from
+            # sample to sample.
+            head = {id(self.model.intrinsics.focal.bias), id(self.model.intrinsics.offset.bias)}
+            groups = [{'params': [p for p in params if id(p) not in head]},
+                      {'params': [p for p in params if id(p) in head],
+                       'lr': cfg.lr * cfg.intrinsics_lr_factor}]
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
         self.epoch = 0          # next epoch to run
