@@ -822,6 +822,7 @@ class PerceptionNode(Node):
             values.update({f'online_refinement.{k}': st[k] for k in (
                 'rounds', 'accepted', 'rejected', 'nonfinite', 'resets', 'errors', 'share',
                 'cpu_share', 'round_ms_mean', 'build_ms_mean', 'swap_ms_max', 'weights_version')})
+        values.update({f'bad_input.{k}': c[k] for k in BAD_INPUTS})
         values.update({f'published.{k}': c[f'published_{k}'] for k in OUTPUTS})
         if self.multi:
             bs = self._batch_size.summary()
