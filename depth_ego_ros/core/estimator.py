@@ -704,7 +704,9 @@ class Estimator:
     ``config.exported_model_dir`` provides the networks). ``infer`` keeps the previous frame for
     the pose net; ``reset`` forgets it; ``depth_only`` changes no state; ``infer_batch`` serves
     several cameras in one network call; ``point_cloud`` packs the last frame's points.
-    Not thread-safe: use one Estimator per worker thread.
+    Not thread-safe: use one Estimator per worker thread. The exception is the weight swap of
+    online refinement: ``build_runner`` / ``swap_runner`` / ``set_networks`` may be called from
+    another thread while one thread infers (each inference call takes the runner once).
     """
 
     def __init__(self, config: EstimatorConfig | None = None, checkpoint: str | os.PathLike | None = None):
