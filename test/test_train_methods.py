@@ -328,12 +328,12 @@ def test_learned_K_moves_toward_the_true_K(tmp_path):
     head starts 25 % off on both focal lengths and moves toward the synthetic camera's K within
     ~20 steps (full convergence takes longer: bench/learned_intrinsics_train.py)."""
     bag = tmp_path / 'drive'
-    world = SyntheticWorld(SynthConfig(frames=24, width=96, height=64, seed=3, supersample=1))
+    world = SyntheticWorld(SynthConfig(frames=18, width=64, height=64, seed=3, supersample=1))
     write_synth_bag(world, bag)
     K_true = world.frame(0).K
-    foc = (1.25 * K_true[0, 0] / 96, 1.25 * K_true[1, 1] / 64)
-    cfg = TrainConfig(bags=[str(bag)], out=str(tmp_path / 'run'), width=96, height=64,
-                      batch_size=4, epochs=4, lr=1e-3, val_fraction=0.0, scales=(0, 1),
+    foc = (1.25 * K_true[0, 0] / 64, 1.25 * K_true[1, 1] / 64)
+    cfg = TrainConfig(bags=[str(bag)], out=str(tmp_path / 'run'), width=64, height=64,
+                      batch_size=4, epochs=5, lr=1e-3, val_fraction=0.0, scales=(0, 1),
                       learned_intrinsics=True, intrinsics_init_focal=foc, intrinsics_lr_factor=20.0,
                       odometry_warp_steps=-1, progress=False, tensorboard=False, image_every=0,
                       save_every=100, seed=0)
