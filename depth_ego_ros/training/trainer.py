@@ -316,13 +316,17 @@ class Trainer:
                                    f'has frame_offsets {list(self.config.frame_offsets)}')
 
     def _saved_state_value(self, key, default):
+        """A value of the resumed checkpoint's adam.pth (read once: it is twice the networks'
+        size; dropped once the optimiser state is restored)."""
         path = self.resume_dir / STATE_FILE
         if not path.is_file():
             return default
-        try:
-            return torch.load(path, map_location='cpu', weights_only=True).get(key, default)
-        except Exception:  # noqa: BLE001 - reported properly by _load_state
-            return default
+        if getattr(self, '_saved_state', None) is None:
+            try:
+                self._saved_state = torch.load(path, map_location='cpu', weights_only=True)
+            except Exception:  # noqa: BLE001 - reported properly by _load_state
+                return default
+        return self._saved_state.get(key, default)
 
     def _build_optimiser(self):
         cfg = self.config
@@ -354,7 +358,9 @@ class Trainer:
             raise TrainingError(f'cannot resume from {directory}: no {STATE_FILE} (optimiser state); '
                                 'to start from its weights with a fresh optimiser use --init')
         try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
+            state = getattr(self, '_saved_state', None) or \
+                torch.load(path, map_location='cpu', weights_only=True)
+            self._saved_state = None
             self.optimizer.load_state_dict(state['optimizer'])
             self.scheduler.load_state_dict(state['scheduler'])
             if state.get('scaler') and self.amp:
@@ -651,7 +657,9 @@ class Trainer:
                  + f' {cfg.width}x{cfg.height} on {self.device} '
                  f'(x{ctx.world_size} process(es)): {len(self.train_set)} training samples, '
                  f'{summary["val_samples"]} held out, {self.steps_per_epoch} steps/epoch, '
-                 f'odometry: {"yes (velocity loss)" if self.use_velocity else "no (relative scale)"}'
+                 + ('odometry: yes (velocity loss)' if self.use_velocity else
+                    'odometry: not used (relative depth)' if self.normalized else
+                    'odometry: no (relative scale)')
                  + (f'; {", ".join(self.init_notes)}' if self.init_notes else '')
                  + (f'; resumed at epoch {self.epoch}, step {self.step}' if self.resume_dir else ''))
         self.writer = self._open_writer()
