@@ -9,7 +9,8 @@ import sys
 HELP = 'train / fine-tune the depth and pose networks on bags (self-supervised)'
 DESCRIPTION = """\
 Train depth and pose networks (monodepth2's by default; PackNet01, PoseExpNet with
-explainability masks, learned intrinsics, 3-D alignment and depth normalisation by option) on camera bags (from recorder_node or
+explainability masks, learned intrinsics, 3-D alignment, depth normalisation and object motion
+from instance masks by option) on camera bags (from recorder_node or
 `depth-ego synth`) without labels: photometric reprojection of (t-1, t, t+1) triplets with
 auto-masking and edge-aware smoothness, plus PackNet-SfM's velocity loss when the bags have
 odometry (it makes depth metric). From scratch, or from a monodepth2-layout checkpoint (--init).
@@ -30,6 +31,8 @@ Examples:
   depth-ego train --bags bags/run1 --out pn --model packnet01-w0.25 --pose-model posexp
   depth-ego train --bags bags/nocalib --out li --learned-intrinsics --alignment-weight 0.1
   depth-ego train --bags bags/corridor bags/highway --out mixed --depth-normalization sequence
+  depth-ego synth --out bags/traffic --moving-objects 3 && \
+    depth-ego train --bags bags/traffic --out om --object-motion   # needs an instance-mask topic
 """
 
 
@@ -58,7 +61,8 @@ def add_parser(subparsers):
                    f'photometric loss by the masks (default {d.explainability_weight}; 0 = no masks)')
     g.add_argument('--learned-intrinsics', action='store_const', const=True,
                    help='learn K with an intrinsics head on the pose network (replaces camera_info '
-                   'K in the loss; the learned K is saved as intrinsics.pth)')
+                   'K in the loss; the learned K is saved as intrinsics.pth); bags without '
+                   'camera_info are then accepted')
     g.add_argument('--intrinsics-init-focal', type=float, nargs='+', metavar='F',
                    help='prior of a fresh intrinsics head: fx/W = fy/H, or fx/W fy/H '
                    f'(default {d.intrinsics_init_focal})')
@@ -104,6 +108,8 @@ def add_parser(subparsers):
     g.add_argument('--image-topic')
     g.add_argument('--camera-info-topic')
     g.add_argument('--odom-topic', help="odometry topic ('' = ignore odometry; default: auto)")
+    g.add_argument('--mask-topic', help='instance-mask image topic for --object-motion (mono8/mono16, '
+                   '0 = static, k = object k; default: auto, an Image topic named *mask*)')
     g.add_argument('--no-augment', dest='augment', action='store_const', const=False)
     g = p.add_argument_group('loss')
     g.add_argument('--smoothness-weight', type=float)
@@ -115,6 +121,10 @@ def add_parser(subparsers):
     g.add_argument('--depth-normalization', choices=('none', 'sample', 'sequence'),
                    help='divide depth by its per-sample or per-sequence median in the losses '
                    '(scenes of different depth range together; relative depth, no velocity loss)')
+    g.add_argument('--object-motion', action='store_const', const=True,
+                   help="struct2depth's object motion: a per-object motion net moves the masked "
+                   'objects in the warp (needs an instance-mask topic in every bag; saved as '
+                   'object_motion.pth)')
     g = p.add_argument_group('logging')
     g.add_argument('--log-every', type=int, help='steps between TensorBoard points')
     g.add_argument('--image-every', type=int, help='epochs between sample images (0 = never)')
@@ -130,7 +140,7 @@ def add_parser(subparsers):
 
 _FIELDS = ('bags', 'out', 'init', 'model', 'pose_model', 'explainability_weight',
            'learned_intrinsics', 'intrinsics_init_focal', 'intrinsics_lr_factor', 'alignment_weight',
-           'depth_normalization', 'width', 'height', 'min_depth', 'max_depth',
+           'depth_normalization', 'object_motion', 'mask_topic', 'width', 'height', 'min_depth', 'max_depth',
            'init_depth', 'pose_init', 'translation_scale', 'rotation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
            'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'amp', 'device', 'num_workers',
            'num_threads', 'seed', 'val_fraction', 'image_topic', 'camera_info_topic', 'odom_topic',

@@ -29,7 +29,9 @@ key                shape / type       meaning
 ``sources``        [S,3,H,W] float32  frames at ``frame_offsets`` (default t-1, t+1)
 ``image_aug``      [3,H,W] float32    colour-augmented target (network input)
 ``sources_aug``    [S,3,H,W] float32  colour-augmented sources (same jitter as the target)
-``K``              [3,3] float32      intrinsics at H x W (after flip)
+``K``              [3,3] float32      intrinsics at H x W (after flip); all NaN when the bag has
+                                      no CameraInfo (only with ``require_camera_info=False``)
+``has_K``          bool               the bag has a CameraInfo (False: ``K`` is NaN)
 ``distance``       [S] float32        metres travelled between target and each source from
                                       odometry (NaN without odometry) -- velocity loss
 ``speed``          float32            odometry speed at the target (NaN without odometry)
@@ -55,6 +57,11 @@ frame) each sample also has:
 Masks are resized to the network resolution by nearest neighbour (pixel-centre exact) and
 flipped with the images. Slots are filled by target-frame area, largest first; objects beyond
 ``max_objects`` are left out (they stay in the static part, as without masks).
+
+Bags without CameraInfo (crowd-sourced video, learned intrinsics): by default a missing
+CameraInfo is an error; with ``DatasetConfig(require_camera_info=False)`` such a bag is read
+anyway, its samples have ``K`` filled with NaN and ``has_K`` False (the trainer then uses its
+learned K only). A bag that has a CameraInfo is read as always.
 
 Augmentation (``augment=True``, training) follows monodepth2: with probability 0.5 a colour
 jitter (brightness, contrast, saturation 0.8-1.2, hue +-0.1, random order, same for the whole
@@ -114,6 +121,7 @@ class DatasetConfig:
     exclude_prefixes: tuple = ('/ground_truth',)  # never auto-picked as camera/odometry topics
     mask_topic: str | None = None        # instance masks: None = auto (an Image topic named *mask*), '' = off
     max_objects: int = 8                 # M: instance-mask slots per sample (padding = zero masks)
+    require_camera_info: bool = True     # False: a bag without CameraInfo gives K = NaN, has_K False
 
     def __post_init__(self):
         errs = []
@@ -266,7 +274,9 @@ def _pick_topics(name, topics: dict, cfg: DatasetConfig):
         info = cfg.camera_info_topic
     else:
         info = _sibling_info(image, infos)
-        if info is None:
+        if info is None and not infos and not cfg.require_camera_info:
+            log.info('bag %s: no CameraInfo topic; K unknown (NaN): learned intrinsics only', name)
+        elif info is None:
             raise BagDatasetError(
                 f'bag {name}: no sensor_msgs/CameraInfo for camera topic {image} (looked for '
                 f'{", ".join(_info_candidates(image))}); give camera_info_topic / --camera-info-topic. '
@@ -382,14 +392,17 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
         reader_cm.__exit__(None, None, None)
     if not frames:
         raise BagDatasetError(f'bag {name}: camera topic {image_t} has no decodable frames')
-    if not infos:
-        raise BagDatasetError(f'bag {name}: CameraInfo topic {info_t} has no (usable) messages')
+    if not infos and info_t is not None:
+        if cfg.require_camera_info:
+            raise BagDatasetError(f'bag {name}: CameraInfo topic {info_t} has no (usable) messages')
+        log.warning('bag %s: CameraInfo topic %s has no usable messages; K unknown (NaN)', name, info_t)
     if any(i[4] for i in infos):
         log.warning('bag %s: CameraInfo has non-zero distortion; frames are used as they are '
                     '(rectify them first, e.g. with image_proc, for best results)', name)
     frames.sort(key=lambda f: f[0])
     infos.sort(key=lambda i: i[0])
     info_stamps = np.array([i[0] for i in infos])
+    nan_K = np.full((3, 3), np.nan)
 
     stamps = np.array([f[0] for f in frames])
     # odometry: cumulative distance (trapezoid) and speed, interpolated at frame stamps
@@ -408,12 +421,15 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
     # K per frame (latest CameraInfo at or before the stamp; the first one before that)
     Ks, sizes = [], []
     for st, w, h, _img, _th, _ns in frames:
+        sizes.append((w, h))
+        if not infos:
+            Ks.append(nan_K)
+            continue
         j = max(0, int(np.searchsorted(info_stamps, st + 1e-9, side='right')) - 1)
         _, K, iw, ih, _ = infos[j]
         if (iw, ih) != (w, h) and iw > 0 and ih > 0:
             K = intrinsics_for_resize(K, (iw, ih), (w, h))  # binned / resized camera_info
         Ks.append(intrinsics_for_resize(K, (w, h), (cfg.width, cfg.height)))
-        sizes.append((w, h))
 
     # split into raw segments at gaps and resolution changes
     dts = np.diff(stamps)
@@ -542,6 +558,16 @@ class BagTripletDataset(torch.utils.data.Dataset):
     def has_odometry(self) -> bool:
         return any(np.isfinite(s.distance).any() for s in self.sequences)
 
+    @property
+    def missing_camera_info(self) -> list[str]:
+        """Bags (of this split) read without a CameraInfo (K unknown: NaN)."""
+        return sorted({s.bag for s in self.sequences if not np.isfinite(s.K).all()})
+
+    @property
+    def has_instance_masks(self) -> bool:
+        """Every sequence of this split has an instance-mask topic."""
+        return all(s.masks is not None for s in self.sequences)
+
     def __getitem__(self, i):
         si, t = self.index[i]
         s = self.sequences[si]
@@ -549,6 +575,7 @@ class BagTripletDataset(torch.utils.data.Dataset):
         idx = [t] + [t + o for o in cfg.frame_offsets]
         imgs = torch.from_numpy(s.images[idx]).permute(0, 3, 1, 2).float().div_(255.0)  # [1+S,3,H,W]
         K = torch.from_numpy(s.K[t]).float()
+        has_K = bool(torch.isfinite(K).all())
         flipped = False
         aug = imgs
         if self.augment:
@@ -566,7 +593,7 @@ class BagTripletDataset(torch.utils.data.Dataset):
             extra = _instance_slots(s.masks[idx], cfg.max_objects, flipped)
         return {**extra,
             'image': imgs[0], 'sources': imgs[1:], 'image_aug': aug[0], 'sources_aug': aug[1:],
-            'K': K, 'distance': torch.from_numpy(dist.astype(np.float32)),
+            'K': K, 'has_K': has_K, 'distance': torch.from_numpy(dist.astype(np.float32)),
             'speed': torch.tensor(float(s.speed[t]), dtype=torch.float32),
             'dt': torch.from_numpy((s.stamps[idx[1:]] - s.stamps[t]).astype(np.float32)),
             'stamp': torch.tensor(s.stamps[t], dtype=torch.float64), 'flipped': flipped,

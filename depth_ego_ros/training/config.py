@@ -37,6 +37,9 @@ class TrainConfig:
         DatasetConfig` (None = auto-detect; odom_topic '' = no odometry).
       val_fraction: share of sequences held out for validation (one bag: its tail); 0 = none.
       augment: monodepth2's colour jitter + horizontal flip on the training split.
+      mask_topic: instance-mask image topic for object_motion (None = auto: the Image topic
+        named *mask*, e.g. ``/camera/instance_mask`` of ``depth-ego synth --moving-objects N``).
+        Read only with object_motion (masks are not loaded otherwise).
       frame_offsets: source frames relative to the target (default t-1, t+1).
     networks
       model: depth network: 'resnet18' | 'resnet50' (monodepth2) | 'packnet01' |
@@ -49,7 +52,8 @@ class TrainConfig:
         0.2); > 0 also weights every source's photometric error by its mask (before the
         per-pixel minimum). 0 = PoseExpNet without masks.
       learned_intrinsics: K from an intrinsics head on the pose network's bottleneck replaces the
-        bags' camera_info K in the loss (camera_info is still read, for logging the error).
+        bags' camera_info K in the loss (camera_info is still read, for logging the error; bags
+        without any camera_info are accepted then, with no K error logged for them).
       intrinsics_init_focal: prior of a fresh intrinsics head: fx/W = fy/H (one number; 1.0 ~
         53 deg horizontal field of view) or (fx/W, fy/H).
       intrinsics_lr_factor: the intrinsics head's biases (which carry the camera's K) learn at
@@ -93,6 +97,11 @@ class TrainConfig:
       is not normalised), automask, scales (disparity scales used by the loss, subset of 0..3).
       alignment_weight: vid2depth's 3-D alignment loss between the target's and every source's
         depth (one more depth forward per source), scale 0; 0 = off.
+      object_motion: struct2depth's object-motion term: an ObjectMotionNet predicts each
+        masked object's own motion per source, and the photometric warp moves the object's
+        pixels with ``T_src_tgt @ T_obj`` (core/object_motion.py). A switch, not a weight: it
+        changes the warp inside the photometric loss and adds no loss term of its own. Needs an
+        instance-mask topic in every bag (see mask_topic).
       depth_normalization: 'none' | 'sample' (every sample's depth divided by its median before
         the warps) | 'sequence' (by a running median per sequence): scenes of very different
         depth range trained together (RealMonoDepth). Depth and translation are then relative:
@@ -115,6 +124,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     augment: bool = True
     frame_offsets: tuple = (-1, 1)
+    mask_topic: str | None = None
     # networks
     model: str = 'resnet18'
     pose_model: str = 'monodepth2'
@@ -154,6 +164,7 @@ class TrainConfig:
     scales: tuple = (0, 1, 2, 3)
     alignment_weight: float = 0.0
     depth_normalization: str = 'none'
+    object_motion: bool = False
     # output
     log_every: int = 10
     image_every: int = 1
@@ -311,7 +322,13 @@ class TrainConfig:
             self.scales = scales
         except (TypeError, ValueError):
             errs.append(f'scales must be distinct values of 0..3 including 0, got {self.scales!r}')
-        for name in ('augment', 'amp', 'automask', 'tensorboard', 'progress', 'learned_intrinsics'):
+        if self.mask_topic is not None and not isinstance(self.mask_topic, str):
+            errs.append(f'mask_topic must be a topic name or None (auto), got {self.mask_topic!r}')
+        elif self.mask_topic == '' and self.object_motion is True:
+            errs.append("object_motion needs instance masks: mask_topic '' switches them off "
+                        '(give the mask topic, or leave it unset for auto-detection)')
+        for name in ('augment', 'amp', 'automask', 'tensorboard', 'progress', 'learned_intrinsics',
+                     'object_motion'):
             if not isinstance(getattr(self, name), bool):
                 errs.append(f'{name} must be true or false, got {getattr(self, name)!r}')
         if errs:

@@ -14,10 +14,17 @@ pose (``pose_model``)  ``pose_encoder`` + ``pose`` (PoseDecoder)      ``posexp``
                        -> pose_encoder.pth, pose.pth                  PoseExpNet, ``pose_encoder``
                                                                       None -> pose.pth (save_posexp)
 intrinsics             ``intrinsics`` = IntrinsicsHead or None -> intrinsics.pth
-extras                 ``extras`` (nn.ModuleDict, empty): optional further sub-networks (e.g. an
-                       object-motion net); each is saved as ``<name>.pth`` beside the others and
-                       loaded back by :meth:`SfMModel.load_extras`
+extras                 ``extras`` (nn.ModuleDict, empty): optional further sub-networks; each is
+                       saved as ``<name>.pth`` beside the others and loaded back by
+                       :meth:`SfMModel.load_extras`. ``extras['object_motion']`` =
+                       ObjectMotionNet -> object_motion.pth in :func:`~depth_ego_ros.core.
+                       object_motion.save_object_motion`'s format (read by load_object_motion)
 =====================  =============================================  ==========================
+
+Object motion (``extras['object_motion']``, training only): with ``instance_masks`` the forward
+pass also runs the object-motion net on (target, each source) and returns each object's
+axis-angle and translation per source; its translations get the same ``translation_scale``
+reparametrisation as the pose network's (folded into object_motion.pth when saving).
 
 Forward pass (monodepth2, "separate pose encoder, pairs"): the depth network sees the target
 frame and returns the sigmoid disparity at every loss scale; monodepth2's pose network sees each
@@ -51,6 +58,7 @@ from ..core import checkpoints as ckpt
 from ..core.estimator import PACKNET_WIDTHS, build_networks
 from ..core.geometry import pose_vec_to_mat
 from ..core.networks.depth_decoder import disp_to_depth as md2_disp_to_depth
+from ..core.object_motion import ObjectMotionNet, load_object_motion, save_object_motion
 from ..core.networks.intrinsics_head import IntrinsicsHead
 from ..core.networks.packnet import PackNet01
 from ..core.networks.pose_decoder import POSE_OUTPUT_SCALE
@@ -75,7 +83,9 @@ class SfMModel(nn.Module):
     under 'disps', 'poses', 'translations' and also 'K' (learned intrinsics [B,3,3] for the
     images as given, or None), 'masks' / 'mask_logits' (PoseExpNet's explainability, per scale
     {s: [B,S,h,w]} / {s: [B,S,2,h,w]}, or None), 'source_disps' ([B,S,1,H,W] finest disparity of
-    every source, with ``source_depth=True``, else None).
+    every source, with ``source_depth=True``, else None), 'object_axisangle' /
+    'object_translation' ([B,S,M,3] per source and object slot, with ``instance_masks`` and an
+    ``extras['object_motion']`` net, else None; zero for empty slots).
     """
 
     def __init__(self, depth_encoder, depth_decoder, pose_encoder, pose_decoder, scales=(0, 1, 2, 3),
@@ -124,10 +134,13 @@ class SfMModel(nn.Module):
     # -- pose ------------------------------------------------------------------------------------
     def forward(self, target: torch.Tensor, sources: torch.Tensor, offsets,
                 lengths: torch.Tensor | None = None, *, source_depth: bool = False,
-                return_dict: bool = False):
+                return_dict: bool = False, instance_masks: torch.Tensor | None = None,
+                source_instance_masks: torch.Tensor | None = None):
         """lengths: optional [B,S] translation lengths (e.g. odometry distances) that replace
         the predicted ones in the returned poses where finite and > 0 (the network then only
-        decides direction and rotation there); the returned raw translations are unchanged."""
+        decides direction and rotation there); the returned raw translations are unchanged.
+        instance_masks [B,M,H,W] (+ source_instance_masks [B,S,M,H,W], the same slots in each
+        source): run ``extras['object_motion']`` (inside forward, so that DDP sees it)."""
         B, S = sources.shape[:2]
         H, W = target.shape[-2:]
         src_disps = None
@@ -175,8 +188,29 @@ class SfMModel(nn.Module):
         trans = tr.transpose(0, 1)
         if not return_dict:
             return disps, poses, trans
+        obj_aa = obj_tr = None
+        if instance_masks is not None and 'object_motion' in self.extras:
+            obj_aa, obj_tr = self.object_motion(target, sources, instance_masks, source_instance_masks)
         return {'disps': disps, 'poses': poses, 'translations': trans, 'K': K,
-                'masks': masks, 'mask_logits': logits, 'source_disps': src_disps}
+                'masks': masks, 'mask_logits': logits, 'source_disps': src_disps,
+                'object_axisangle': obj_aa, 'object_translation': obj_tr}
+
+    def object_motion(self, target, sources, masks, source_masks=None):
+        """``extras['object_motion']`` on (target, every source) in one batch ->
+        (axisangle, translation) [B,S,M,3]; translations x ``translation_scale``."""
+        B, S = sources.shape[:2]
+        net = self.extras['object_motion']
+        tgt = target.unsqueeze(0).expand(S, *target.shape).reshape(S * B, *target.shape[1:])
+        src = sources.transpose(0, 1).reshape(S * B, *target.shape[1:])
+        m = masks.unsqueeze(0).expand(S, *masks.shape).reshape(S * B, *masks.shape[1:])
+        sm = None
+        if source_masks is not None:
+            sm = source_masks.transpose(0, 1).reshape(S * B, *masks.shape[1:])
+        aa, tr = net(tgt, src, m, sm)                                   # [S*B,M,3]
+        M = masks.shape[1]
+        aa = aa.float().view(S, B, M, 3).transpose(0, 1)
+        tr = tr.float().view(S, B, M, 3).transpose(0, 1) * self.translation_scale
+        return aa, tr
 
     def networks(self) -> dict:
         """The networks by checkpoint role (None where the method has none)."""
@@ -211,6 +245,7 @@ class SfMModel(nn.Module):
         """Change the reparametrisation of the pose outputs without changing what the model
         predicts (the last convolution's rows are divided by the new factors)."""
         old = self._row_factors()
+        old_t = self.translation_scale
         for name, v in (('rotation', rotation), ('translation', translation)):
             if v is None:
                 continue
@@ -223,6 +258,8 @@ class SfMModel(nn.Module):
         with torch.no_grad():
             last.weight.mul_(ratio.view(-1, 1, 1, 1))
             last.bias.mul_(ratio)
+            if 'object_motion' in self.extras:      # the same reparametrisation, same function
+                _scale_object_translation(self.extras['object_motion'], old_t / self.translation_scale)
 
     def set_translation_scale(self, c: float):
         self.set_output_scales(translation=c)
@@ -260,19 +297,41 @@ class SfMModel(nn.Module):
         if self.intrinsics is not None:
             ckpt.save_intrinsics_head(d, self.intrinsics, running_intrinsics)
         for name, net in self.extras.items():
-            _save(net.state_dict(), d / f'{name}.pth')
+            if isinstance(net, ObjectMotionNet):
+                # one format: save_object_motion's (translation scale folded in)
+                folded = copy.deepcopy(net).cpu()
+                _scale_object_translation(folded, self.translation_scale)
+                save_object_motion(folded, d / f'{name}.pth')
+            else:
+                _save(net.state_dict(), d / f'{name}.pth')
         return d
 
     def load_extras(self, directory) -> list:
         """Load every extra sub-network whose ``<name>.pth`` exists in ``directory``; returns
         the names loaded (the others keep their initialisation)."""
         done = []
-        for name, net in self.extras.items():
+        for name, net in list(self.extras.items()):
             path = Path(directory) / f'{name}.pth'
-            if path.is_file():
+            if not path.is_file():
+                continue
+            if isinstance(net, ObjectMotionNet):
+                # its own format (channels, motion_scale): the saved net replaces the fresh one
+                loaded = load_object_motion(path).train()
+                _scale_object_translation(loaded, 1.0 / self.translation_scale)
+                self.extras[name] = loaded.to(next(net.parameters()).device)
+            else:
                 ckpt.load_into(net, path)
-                done.append(name)
+            done.append(name)
         return done
+
+
+def _scale_object_translation(net: ObjectMotionNet, factor: float):
+    """Multiply the translation outputs (head rows 3..5) of an object-motion net by factor."""
+    if factor == 1.0:
+        return
+    with torch.no_grad():
+        net.head.weight[3:6].mul_(factor)
+        net.head.bias[3:6].mul_(factor)
 
 
 def _save(sd: dict, path: Path):

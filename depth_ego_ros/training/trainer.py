@@ -14,7 +14,8 @@ Output directory::
                                  perception node, `depth-ego evaluate` and monodepth2's tools
                                  (PackNet: depth.pth only with a 'model' entry; PoseExpNet:
                                  pose.pth with model='posexp'; learned K: intrinsics.pth --
-                                 the layouts the Estimator loads)
+                                 the layouts the Estimator loads; object motion:
+                                 object_motion.pth, training only)
     out/weights_N/adam.pth       optimiser, schedule, scaler and progress (for --resume)
     out/weights_N/train_config.json
     out/latest -> weights_N      symlink to the newest checkpoint
@@ -43,6 +44,7 @@ from ..core import checkpoints as ckpt
 from ..core.losses import LossConfig, SelfSupervisedLoss, velocity_loss
 from ..core.losses_extra import (SequenceDepthNormalizer, alignment_loss_3d,
                                  explainability_regularization, relative_depth_fn)
+from ..core.object_motion import ObjectMotionNet, mask_centroids, object_motion_matrices
 from .config import CONFIG_FILE, TrainConfig, TrainConfigError
 from .distributed import DistContext, setup_distributed
 from .model import SfMModel, build_model, init_depth_output, init_pose_forward
@@ -152,7 +154,11 @@ class Trainer:
         dcfg = DatasetConfig(width=cfg.width, height=cfg.height, image_topic=cfg.image_topic,
                              camera_info_topic=cfg.camera_info_topic, odom_topic=cfg.odom_topic,
                              frame_offsets=cfg.frame_offsets, augment=cfg.augment,
-                             val_fraction=cfg.val_fraction)
+                             val_fraction=cfg.val_fraction,
+                             # masks are read only for object motion; camera_info may be
+                             # missing only when K is learned
+                             mask_topic=cfg.mask_topic if cfg.object_motion else '',
+                             require_camera_info=not cfg.learned_intrinsics)
         try:
             self.train_set = BagTripletDataset(cfg.bags, dcfg, split='train' if cfg.val_fraction > 0 else 'all')
             self.val_set = (BagTripletDataset(cfg.bags, dcfg, split='val')
@@ -160,6 +166,16 @@ class Trainer:
         except BagDatasetError as exc:
             raise TrainingError(f'training data: {exc}') from exc
         self.has_odometry = self.train_set.has_odometry
+        if cfg.object_motion:
+            no_masks = sorted({s.bag for s in self.train_set.all_sequences if s.masks is None})
+            if no_masks:
+                raise TrainConfigError(
+                    f'object_motion needs instance masks in every bag; no instance-mask topic in '
+                    f'{", ".join(no_masks)}. Give the mask image topic with --mask-topic '
+                    '(sensor_msgs/Image mono8/mono16, 0 = static, k = object k, same stamps as the '
+                    'camera; auto-detected when its name contains "mask"), write such bags with '
+                    '`depth-ego synth --moving-objects N`, or train without --object-motion')
+        self.missing_K = self.train_set.missing_camera_info
         sampler = None
         g = torch.Generator()
         g.manual_seed(cfg.seed)
@@ -210,7 +226,6 @@ class Trainer:
                 intrinsics_init_focal=cfg.intrinsics_init_focal)
         except ckpt.CheckpointError as exc:
             raise TrainingError(f'cannot start from checkpoint {source}: {exc}') from exc
-        self._build_extras(model, source)
         self.init_notes = []
         if source is not None and not info['pose_from_checkpoint']:
             self.init_notes.append(f'{cfg.pose_model} pose network from random weights '
@@ -236,6 +251,11 @@ class Trainer:
             self.init_notes.append(f'pose translation scale {float(c):.3g}')
         if r != 1.0:
             self.init_notes.append(f'pose rotation scale {float(r):.3g}')
+        # after the output scales: the object-motion net shares the translation scale
+        self._build_extras(model, source)
+        if self.missing_K:
+            self.init_notes.append(f'no camera_info in {", ".join(Path(b).name for b in self.missing_K)}'
+                                   ': learned K only, no K error for those')
         if source is None:
             init_depth = cfg.init_depth
             if init_depth == 'auto':
@@ -276,6 +296,7 @@ class Trainer:
                                    f'{cfg.depth_normalization!r}: relative depth)')
         self.use_explainability = model.posexp and cfg.explainability_weight > 0
         self.use_alignment = cfg.alignment_weight > 0
+        self.use_object_motion = 'object_motion' in model.extras
         self.normalizer = (SequenceDepthNormalizer()
                            if cfg.depth_normalization == 'sequence' else None)
         if self.normalizer is not None and self.resume_dir is not None:
@@ -294,15 +315,34 @@ class Trainer:
         return self.model.disp_to_depth(disp, self.config.min_depth, self.config.max_depth)[1]
 
     def _build_extras(self, model: SfMModel, source):
-        """The place for optional further sub-networks (e.g. an object-motion network): add them
-        to ``model.extras`` here (before the optimiser is built: their parameters are trained,
-        they are saved as ``<name>.pth`` in every checkpoint and loaded back from ``source``),
-        and their loss terms in :meth:`_extra_terms`. None yet."""
+        """Optional further sub-networks in ``model.extras`` (before the optimiser is built:
+        their parameters are trained, they are saved as ``<name>.pth`` in every checkpoint and
+        loaded back from ``source``); their loss terms in :meth:`_extra_terms`.
+
+        object_motion: ``extras['object_motion']`` = ObjectMotionNet (object_motion.pth in
+        save_object_motion's format; from ``source`` when it has one, else fresh, seeded)."""
+        cfg = self.config
+        if cfg.object_motion:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed + 2)
+                model.extras['object_motion'] = ObjectMotionNet()
+        loaded = []
         if source is not None and Path(source).is_dir():
-            model.load_extras(source)
+            try:
+                loaded = model.load_extras(source)
+            except ckpt.CheckpointError as exc:
+                raise TrainingError(f'cannot start from checkpoint {source}: {exc}') from exc
+        if cfg.object_motion:
+            self.init_notes.append('object-motion net ' + (f'from {source}' if 'object_motion' in loaded
+                                                           else 'from random weights'))
 
     def _check_resume_config(self, saved: dict):
         """Refuse to resume a run with other networks or resolution than it was trained with."""
+        if saved and bool(saved.get('object_motion', False)) != bool(self.config.object_motion):
+            raise TrainConfigError(f"cannot resume: the run was trained with object_motion="
+                                   f"{bool(saved.get('object_motion', False))!r}, this configuration "
+                                   f'says {self.config.object_motion!r} (start a new run with --init '
+                                   'to add or drop the object-motion net)')
         for key in ('model', 'pose_model', 'learned_intrinsics', 'width', 'height', 'min_depth',
                     'max_depth', 'depth_normalization'):
             if key in saved and saved[key] != getattr(self.config, key):
@@ -388,9 +428,13 @@ class Trainer:
         img_in = batch['image_aug'] if train else batch['image']
         src_in = batch['sources_aug'] if train else batch['sources']
         lengths = batch['distance'] if self.odometry_warp_active else None
+        okw = {}
+        if self.use_object_motion:
+            okw = dict(instance_masks=batch['instance_masks'],
+                       source_instance_masks=batch['source_instance_masks'])
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             fwd = net(img_in, src_in, cfg.frame_offsets, lengths, source_depth=self.use_alignment,
-                      return_dict=True)
+                      return_dict=True, **okw)
         disps = [d.float() for d in fwd['disps']]
         poses, trans = fwd['poses'].float(), fwd['translations']
         K = self._loss_K(batch, fwd['K'])
@@ -398,6 +442,8 @@ class Trainer:
         kw = {}
         if self.use_explainability:
             kw['source_weights'] = [fwd['masks'][s].float() for s in cfg.scales]
+        if self.use_object_motion:
+            kw.update(self._object_motion(batch, fwd, disps[0], K, depth_fn))
         if lengths is None:
             out = self.loss_fn(batch['image'], batch['sources'], disps, poses, K,
                                distances=batch['distance'] if self.use_velocity else None, **kw)
@@ -416,6 +462,8 @@ class Trainer:
             al = self._alignment(disps[0], fwd['source_disps'], poses, K, depth_fn)
             out.total = out.total + cfg.alignment_weight * al
             out.terms['alignment'] = al.detach()
+        if self.use_object_motion:
+            out.terms.update(self._object_motion_stats(batch, fwd))
         for name, (weight, term) in self._extra_terms(batch, fwd, out).items():
             out.total = out.total + weight * term
             out.terms[name] = term.detach()
@@ -425,8 +473,34 @@ class Trainer:
 
     def _extra_terms(self, batch: dict, fwd: dict, out) -> dict:
         """{name: (weight, scalar term)} of the optional sub-networks in ``model.extras`` (see
-        :meth:`_build_extras`); added to the total and logged under their names. None yet."""
+        :meth:`_build_extras`); added to the total and logged under their names. None yet
+        (object motion changes the warp, it has no term of its own)."""
         return {}
+
+    def _object_motion(self, batch: dict, fwd: dict, disp0, K, depth_fn) -> dict:
+        """The loss's object_masks / object_poses: per source ``T_obj`` [B,M,4,4] from the
+        object-motion net's outputs, rotating about each object's centre. The centres come from
+        the depth and K the loss warps with (normalised depth, learned/flipped K), detached:
+        they are only pivots. Flipped samples: images, masks and K are all mirrored, so the net
+        simply sees (and predicts) the mirrored motion; nothing here assumes unflipped input."""
+        masks = batch['instance_masks']
+        with torch.no_grad():
+            centres = mask_centroids(depth_fn(disp0.detach()), K.detach(), masks)
+        aa, tr = fwd['object_axisangle'], fwd['object_translation']
+        T_obj = [object_motion_matrices(aa[:, k], tr[:, k], centres) for k in range(aa.shape[1])]
+        return {'object_masks': masks, 'object_poses': T_obj}
+
+    @staticmethod
+    def _object_motion_stats(batch: dict, fwd: dict) -> dict:
+        """Mean |t_obj| (loss depth units) and |r_obj| (rad) over the slots holding an object,
+        all sources; and the mean number of objects per sample."""
+        present = batch['instance_masks'].flatten(2).amax(2) > 0                 # [B,M]
+        tr = fwd['object_translation'].detach().norm(dim=-1)                      # [B,S,M]
+        aa = fwd['object_axisangle'].detach().norm(dim=-1)
+        w = present.unsqueeze(1).expand_as(tr).to(tr)
+        n = w.sum().clamp_min(1.0)
+        return {'object_translation': (tr * w).sum() / n, 'object_rotation': (aa * w).sum() / n,
+                'objects': present.float().sum(1).mean()}
 
     def _loss_K(self, batch: dict, K_pred):
         """The K the loss uses: the batch's (camera_info) K, or the learned one. The intrinsics
@@ -495,10 +569,12 @@ class Trainer:
         K_true = batch['K'].to(K_pred).clone()
         flipped = torch.as_tensor(batch['flipped'], device=K_pred.device).view(-1)
         K_true[:, 0, 2] = torch.where(flipped, W - 1 - K_true[:, 0, 2], K_true[:, 0, 2])
+        known = torch.isfinite(K_true.flatten(1)).all(1)     # bags without camera_info: NaN
         st = {}
         for name, (i, j) in (('fx', (0, 0)), ('fy', (1, 1)), ('cx', (0, 2)), ('cy', (1, 2))):
             st[f'K_{name}'] = float(K_pred[:, i, j].mean())
-            st[f'K_{name}_error'] = float((K_pred[:, i, j] - K_true[:, i, j]).abs().mean())
+            if known.any():
+                st[f'K_{name}_error'] = float((K_pred[known, i, j] - K_true[known, i, j]).abs().mean())
         return st
 
     # -- validation ------------------------------------------------------------------------------
@@ -515,21 +591,25 @@ class Trainer:
             keys += ('alignment',)
         if self.config.learned_intrinsics:
             keys += tuple(f'K_{n}{e}' for n in ('fx', 'fy', 'cx', 'cy') for e in ('', '_error'))
-        sums = torch.zeros(len(keys) + 1, dtype=torch.float64)
+        if self.use_object_motion:
+            keys += ('object_translation', 'object_rotation')
+        # per key: sum and sample count (a K error exists only for bags with camera_info)
+        sums = torch.zeros(2 * len(keys), dtype=torch.float64)
         for batch in self.val_loader:
             batch = _to(batch, self.device)
             out, trans = self.compute_loss(batch, train=False)
             st = self._stats(out, trans, batch)
             n = batch['image'].shape[0]
             for i, k in enumerate(keys):
-                sums[i] += st.get(k, 0.0) * n
-            sums[-1] += n
+                if k in st or k in ('total', 'photometric', 'smoothness', 'velocity'):
+                    sums[i] += st.get(k, 0.0) * n
+                    sums[len(keys) + i] += n
         self.model.train()
         sums = self.ctx.all_reduce_sum(sums)
-        n = max(float(sums[-1]), 1.0)
-        res = {k: float(sums[i]) / n for i, k in enumerate(keys)}
+        res = {k: float(sums[i]) / float(sums[len(keys) + i])
+               for i, k in enumerate(keys) if float(sums[len(keys) + i]) > 0}
         if not self.use_velocity:
-            res.pop('velocity')
+            res.pop('velocity', None)
         return res
 
     @torch.no_grad()
@@ -653,6 +733,7 @@ class Trainer:
         self.log(f'training {cfg.model} + {cfg.pose_model} pose'
                  + (' + learned intrinsics' if cfg.learned_intrinsics else '')
                  + (f' + 3-D alignment x{cfg.alignment_weight:g}' if self.use_alignment else '')
+                 + (' + object motion' if self.use_object_motion else '')
                  + (f', depth normalisation {cfg.depth_normalization}' if self.normalized else '')
                  + f' {cfg.width}x{cfg.height} on {self.device} '
                  f'(x{ctx.world_size} process(es)): {len(self.train_set)} training samples, '
@@ -815,5 +896,5 @@ class Trainer:
 def _fmt(d: dict) -> str:
     keys = [k for k in ('total', 'photometric', 'velocity', 'explainability', 'alignment',
                         'translation_norm', 'odometry_distance', 'depth_median', 'K_fx_error',
-                        'K_cx_error') if k in d]
+                        'K_cx_error', 'object_translation') if k in d]
     return ', '.join(f'{k} {d[k]:.4g}' for k in keys)
