@@ -552,3 +552,34 @@ def test_camera_auto_detection_skips_instance_masks(tmp_path, capsys):
                        *NET, '--examples', '0'], capsys)
     assert rc == 0, err
     assert _report(out)['inputs']['topics']['camera']['topic'] == '/camera/image_raw'
+
+
+def test_online_refinement_while_evaluating(synth_bag, tmp_path, capsys):
+    """--online-refinement: the evaluator drives the refiner (one round every 2 frames) and
+    reports its rounds; later frames are predicted by the adapted weights."""
+    out = tmp_path / 'eval'
+    rc, stdout, err = _run(['--bag', str(synth_bag), '--gt-depth', '/ground_truth/depth',
+                            '--out', str(out), *NET, '--examples', '0', '--no-plots', '--quiet',
+                            '--online-refinement', '--refine-every', '2', '--refine-window', '4',
+                            '--refine-steps', '2', '--refine-lr', '1e-3'], capsys)
+    assert rc == 0, err
+    assert 'online refinement:' in stdout
+    r = _report(out)
+    o = r['online_refinement']
+    assert o['refine_every'] == 2 and o['config']['window'] == 4 and o['config']['steps'] == 2
+    st = o['stats']
+    rounds = [p['refinement'] for p in r['per_frame'] if 'refinement' in p]
+    # frames 2, 4, 6, 8 end a round (the first needs three frames in the window: from frame 4 on)
+    assert st['rounds'] == len(rounds) >= 3
+    assert st['accepted'] + st['rejected'] + st['nonfinite'] == st['rounds']
+    for x in rounds:
+        assert math.isfinite(x['loss_before'])
+        assert x['accepted'] == (x['loss_after'] < x['loss_before'])
+    assert st['weights_version'] == st['accepted']
+    # refusals: recorded outputs cannot be refined; a bad refiner setting is named
+    _expect_error(['--bag', str(synth_bag), '--gt-depth', '/ground_truth/depth', '--pred-depth',
+                   '/ground_truth/depth', '--online-refinement', '--out', str(tmp_path / 'x')],
+                  capsys, 'online refinement', 'recorded outputs')
+    _expect_error(['--bag', str(synth_bag), '--gt-depth', '/ground_truth/depth', *NET,
+                   '--online-refinement', '--refine-window', '2', '--out', str(tmp_path / 'y')],
+                  capsys, 'online refinement', 'window')

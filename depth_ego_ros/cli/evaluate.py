@@ -121,6 +121,16 @@ def add_parser(subparsers):
     e.add_argument('--camera-height', type=float, default=1.0, help='metres, for camera_height')
     e.add_argument('--speed-topic', help='Odometry/TwistStamped topic for --estimator-scale speed')
     e.add_argument('--threads', type=int, default=0, help='CPU threads (0 = library default)')
+    r = p.add_argument_group('online refinement (struct2depth test-time adaptation; docs/online_refinement.md)')
+    r.add_argument('--online-refinement', action='store_true',
+                   help='adapt the networks while evaluating: one refinement round on the last '
+                        '--refine-window frames after every --refine-every frames')
+    r.add_argument('--refine-every', type=int, default=1, metavar='N', help='frames per round (default 1)')
+    r.add_argument('--refine-window', type=int, default=8, metavar='N', help='sliding window (default 8)')
+    r.add_argument('--refine-steps', type=int, default=3, metavar='N', help='optimiser steps per round (default 3)')
+    r.add_argument('--refine-lr', type=float, default=1e-4, help='learning rate (default 1e-4)')
+    r.add_argument('--refine-networks', choices=('both', 'depth', 'pose'), default='both',
+                   help='which networks adapt (default both)')
     o = p.add_argument_group('report')
     o.add_argument('--examples', type=int, default=4, help='frames shown side by side (default 4)')
     o.add_argument('--no-plots', action='store_true', help='write report.json only')
@@ -148,7 +158,12 @@ def config_from_args(args):
                    'learned_intrinsics': args.learned_intrinsics, 'width': args.width, 'height': args.height,
                    'device': args.device, 'precision': args.precision, 'backend': args.backend,
                    'scale_mode': args.estimator_scale, 'scale_factor': args.estimator_scale_factor,
-                   'camera_height': args.camera_height, 'num_threads': args.threads})
+                   'camera_height': args.camera_height, 'num_threads': args.threads},
+        online_refinement=({'window': args.refine_window, 'steps': args.refine_steps,
+                            'learning_rate': args.refine_lr, 'networks': args.refine_networks,
+                            'threads': max(1, args.threads or 1), 'max_share': 1.0}
+                           if args.online_refinement else None),
+        refine_every=args.refine_every)
 
 
 def _summary(report) -> str:
@@ -170,6 +185,11 @@ def _summary(report) -> str:
                      f"{t['ate']['stats']['rmse']:.4g} m  RPE transl. rmse "
                      f"{t['rpe_translation']['stats']['rmse']:.4g}  RPE rot. rmse "
                      f"{t['rpe_rotation_deg']['stats']['rmse']:.4g} deg")
+    o = report.get('online_refinement')
+    if o:
+        st = o['stats']
+        lines.append(f"online refinement: {st['rounds']} rounds, {st['accepted']} accepted, "
+                     f"{st['rejected']} rejected; {st['round_ms_mean']:.0f} ms per round")
     for w in report.get('warnings', []):
         lines.append(f'warning: {w}')
     return '\n'.join(lines)

@@ -101,6 +101,11 @@ class EvaluateConfig:
     plots: bool = True
     # estimator (used in estimator mode only)
     estimator: dict = field(default_factory=dict)   # EstimatorConfig fields
+    # online refinement (estimator mode only): RefinerConfig fields, None = off. The refiner is
+    # driven synchronously: one round after every ``refine_every`` frames, so the figures do
+    # not depend on the machine's speed (the node runs rounds in a background thread)
+    online_refinement: dict | None = None
+    refine_every: int = 1
 
     def validate(self) -> 'EvaluateConfig':
         if self.gt_depth and self.gt_cloud:
@@ -128,6 +133,17 @@ class EvaluateConfig:
             raise EvaluationError(f"rpe_unit must be 'frames' or 'm', got {self.rpe_unit!r}")
         if self.lidar_to_camera is not None:
             parse_extrinsic(self.lidar_to_camera)
+        if self.online_refinement is not None:
+            if self.pred_depth or self.pred_odom:
+                raise EvaluationError('online refinement adapts the estimator: it cannot be used '
+                                      'with recorded outputs (--pred-depth/--pred-odom)')
+            if not isinstance(self.refine_every, int) or self.refine_every < 1:
+                raise EvaluationError(f'refine_every must be an integer >= 1, got {self.refine_every!r}')
+            from ..core.online_refinement import RefinerConfig
+            try:
+                RefinerConfig(**self.online_refinement)
+            except (TypeError, ValueError) as exc:
+                raise EvaluationError(f'online refinement: {exc}') from None
         try:
             DepthEvalConfig(self.min_depth, self.max_depth)
         except ValueError as exc:
@@ -773,6 +789,14 @@ class _Run:
             self.estimator = Estimator(self.est_config, cfg.checkpoint)
         except ValueError as exc:
             raise EvaluationError(str(exc)) from None
+        self.refiner = None
+        self.refine_log = []
+        if cfg.online_refinement is not None:
+            from ..core.online_refinement import OnlineRefiner, RefinerConfig
+            try:
+                self.refiner = OnlineRefiner(self.estimator, RefinerConfig(**cfg.online_refinement))
+            except ValueError as exc:
+                raise EvaluationError(f'online refinement: {exc}') from None
         if self.est_config.learned_intrinsics and 'camera_info' not in self.roles:
             self.warnings = [w for w in self.warnings if not w.startswith('no camera_info topic')]
             self.warnings.append('no camera_info topic: the learned intrinsics are used '
@@ -937,6 +961,19 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - a broken message must not stop the evaluation
             return stamp, exc
 
+    def _refine(self, rgb, K, stamp, speed, rec):
+        """Online refinement: offer the frame, run a round every ``refine_every`` frames; the
+        next frames are predicted with whatever the round left (accepted or not)."""
+        self.refiner.add_frame(rgb, K, stamp, speed)
+        n = len(self.est_processed)
+        if n % self.cfg.refine_every:
+            return
+        r = self.refiner.refine_round()
+        if r is not None:
+            rec['refinement'] = {'accepted': bool(r.accepted), 'loss_before': r.loss_before,
+                                 'loss_after': r.loss_after}
+            self.refine_log.append(rec['refinement'])
+
     def _skip(self, i, reason):
         self.frame_skips.append({'frame': i, 'stamp': float(self.frame_stamps[i]), 'reason': reason})
 
@@ -971,6 +1008,8 @@ class _Run:
                 self.est_rel[i] = out.relative_pose
             pred = out.depth
             rec['scale'] = out.scale
+            if self.refiner is not None:
+                self._refine(rgb, out.K if out.K is not None else K, stamp, speed, rec)
             if learned and out.K is not None:
                 self.learned_K = (np.asarray(out.K, dtype=np.float64).tolist(), [W, H])
         elif 'pred_depth' in data:
@@ -1202,6 +1241,11 @@ def evaluate(cfg: EvaluateConfig, log_fn=None, argv=None) -> dict:
         'warnings': run.warnings,
         'files': files,
     }
+    refiner = getattr(run, 'refiner', None)
+    if refiner is not None:
+        report['online_refinement'] = {'config': dataclasses.asdict(refiner.config),
+                                       'refine_every': cfg.refine_every, 'stats': refiner.stats()}
+        refiner.close()
     if cfg.plots:
         files.update(rp.make_plots(out, run, depth, traj))
     report['timings']['total_s'] = time.perf_counter() - t0
