@@ -450,7 +450,7 @@ class SyntheticWorld:
             tt += plan[-1][0]
             k += 1
         t = np.arange(0.0, tt + dt, dt)
-        target = np.empty_like(t)
+        target = np.full_like(t, plan[-1][1])   # arange may run past the last edge
         edges = np.cumsum([0.0] + [p[0] for p in plan])
         for (d, v), a, b in zip(plan, edges[:-1], edges[1:]):
             target[(t >= a) & (t < b + 1e-12)] = v
