@@ -15,6 +15,7 @@ from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training.config import TrainConfig, TrainConfigError
 from depth_ego_ros.training.trainer import STATE_FILE, Trainer, TrainingError, find_checkpoint
+from train_testing import fixed_batch, loss_on  # test/train_testing.py
 
 W, H = 64, 64          # network resolution (multiples of 32, >= 64)
 
@@ -46,25 +47,14 @@ def _config(bag, out, **kw):
 
 
 def _fixed_batch(trainer):
-    loader = torch.utils.data.DataLoader(trainer.train_set, batch_size=8, shuffle=False)
-    return next(iter(loader))
+    return fixed_batch(trainer, 8)
+
 
 
 def _loss(trainer, batch):
-    """Loss of the networks on a fixed batch (BatchNorm in training mode: batch statistics)."""
-    trainer.model.train()
-    bns = [m for m in trainer.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0              # measuring must not change the running statistics
-    torch.manual_seed(0)              # automask tie-break noise
-    try:
-        with torch.no_grad():
-            out, _ = trainer.compute_loss(batch, train=False)
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-    return float(out.total)
+    """Loss on a fixed batch (see train_testing.loss_on)."""
+    return float(loss_on(trainer, batch).total)
+
 
 
 TRAINED = dict(tensorboard=True, image_every=1, val_fraction=0.2, log_every=2)

@@ -16,6 +16,7 @@ from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training.config import TrainConfig, TrainConfigError
 from depth_ego_ros.training.trainer import STATE_FILE, Trainer, find_checkpoint
+from train_testing import fixed_batch, loss_on  # test/train_testing.py
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
@@ -62,26 +63,14 @@ def _config(bag, out, **kw):
 
 
 def _fixed_batch(trainer):
-    torch.manual_seed(1)             # the same flips / colour jitter every time
-    loader = torch.utils.data.DataLoader(trainer.train_set, batch_size=4, shuffle=False)
-    return next(iter(loader))
+    return fixed_batch(trainer, 4, seed=1)      # the same flips / colour jitter every time
+
 
 
 def _loss(trainer, batch):
-    """Loss on a fixed batch (training-mode BatchNorm without changing its running statistics)."""
-    trainer.model.train()
-    bns = [m for m in trainer.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    torch.manual_seed(0)
-    try:
-        with torch.no_grad():
-            out, _ = trainer.compute_loss(batch, train=False)
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-    return out
+    """Loss on a fixed batch (see train_testing.loss_on)."""
+    return loss_on(trainer, batch)
+
 
 
 def _new_parameters(tr, name):

@@ -97,9 +97,19 @@ def warp_image(source: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, T_src
         raise ValueError(f'depth must be [B,1,H,W], got {tuple(depth.shape)}')
     if source.dim() != 4 or source.shape[0] != depth.shape[0] or source.shape[-2:] != depth.shape[-2:]:
         raise ValueError(f'source {tuple(source.shape)} and depth {tuple(depth.shape)} must share B, H, W')
-    B, _, H, W = depth.shape
     points = backproject(depth, K)                                         # [B,3,H,W]
-    uv, z = project(points, K if K_source is None else K_source, T_src_tgt)  # [B,2,H,W], [B,1,H,W]
+    return sample_source(source, points, K if K_source is None else K_source, T_src_tgt,
+                         padding_mode)
+
+
+def sample_source(source: torch.Tensor, points: torch.Tensor, K_source: torch.Tensor,
+                  T_src_tgt: torch.Tensor, padding_mode: str = 'border'):
+    """The second half of an inverse warp: target-frame points [B,3,H,W] -> the source image
+    sampled where ``T_src_tgt`` and ``K_source`` project them. Returns (warped [B,C,H,W],
+    valid [B,1,H,W] bool) as :func:`warp_image` (the rigid warp and the object-motion warp of
+    :mod:`depth_ego_ros.core.object_motion` share it)."""
+    B, _, H, W = points.shape
+    uv, z = project(points, K_source, T_src_tgt)                           # [B,2,H,W], [B,1,H,W]
     grid = pixels_to_grid(uv, H, W, align_corners=False)
     # A diverged pose or depth gives NaN/inf sampling positions; torch's CPU grid_sample backward
     # with border padding crashes the process on NaN. Clamp far outside [-1, 1] instead: the

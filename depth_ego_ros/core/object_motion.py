@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import axis_angle_to_matrix, backproject, pixels_to_grid, project
+from .geometry import axis_angle_to_matrix, backproject
 
 __all__ = ['ObjectMotionNet', 'object_motion_matrices', 'mask_centroids', 'apply_object_motion',
            'warp_image_with_objects', 'save_object_motion', 'load_object_motion',
@@ -196,16 +196,8 @@ def warp_image_with_objects(source: torch.Tensor, depth: torch.Tensor, K: torch.
     if object_masks is not None and object_poses is not None:
         masks = resize_masks(object_masks, H, W)
         points = apply_object_motion(points, masks, object_poses)
-    uv, z = project(points.reshape(B, 3, H * W), K, T_src_tgt)
-    uv = uv.reshape(B, 2, H, W)
-    z = z.reshape(B, 1, H, W)
-    grid = pixels_to_grid(uv, H, W, align_corners=False)
-    grid = torch.nan_to_num(grid, nan=-2.0, posinf=2.0, neginf=-2.0).clamp(-2.0, 2.0)
-    warped = F.grid_sample(source, grid.to(source.dtype), mode='bilinear', padding_mode=padding_mode,
-                           align_corners=False)
-    u, v = uv[:, 0:1], uv[:, 1:2]
-    valid = (z > 1e-3) & (u > -0.5) & (u < W - 0.5) & (v > -0.5) & (v < H - 0.5)
-    return warped, valid
+    from .losses import sample_source      # losses imports this module lazily: no cycle
+    return sample_source(source, points, K, T_src_tgt, padding_mode)
 
 
 def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
