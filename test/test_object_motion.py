@@ -7,8 +7,10 @@ import torch
 
 from depth_ego_ros.core.checkpoints import CheckpointError
 from depth_ego_ros.core.losses import LossConfig, SelfSupervisedLoss, photometric_error, warp_image
-from depth_ego_ros.core.object_motion import (ObjectMotionNet, apply_object_motion, load_object_motion,
-                                              mask_centroids, object_motion_matrices, save_object_motion,
+from depth_ego_ros.core.object_motion import (ObjectMotionNet, ObjectSizePrior, apply_object_motion,
+                                              load_object_motion, load_object_size, mask_centroids,
+                                              mask_row_extent, object_motion_matrices,
+                                              object_size_loss, save_object_motion, save_object_size,
                                               warp_image_with_objects)
 from depth_ego_ros.core.geometry import backproject_np, matrix_to_axis_angle_np, transform_points_np
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
@@ -216,3 +218,119 @@ def test_save_and_load(tmp_path):
         load_object_motion(tmp_path / 'bad.pth')
     with pytest.raises(CheckpointError, match='not found'):
         load_object_motion(tmp_path / 'missing.pth')
+
+
+# ---------------------------------------------------------------------------------------------
+# object size prior (struct2depth)
+# ---------------------------------------------------------------------------------------------
+# the synthetic world's cars (data/synth.py, _make_movers): body box from 0.25 m to 1.15 m above
+# the road, cabin on top up to 1.42 + 0.27 = 1.69 m -> a visible height of 1.44 m (scale 1)
+CAR_HEIGHT = 1.69 - 0.25
+
+
+def _rect_case(h_true=1.5, fy=100.0):
+    """One 20-row mask (rows 10..29 of 48) at exactly the depth fy h / 20."""
+    masks = torch.zeros(1, 2, 48, 64)
+    masks[0, 0, 10:30, 20:40] = 1
+    K = torch.tensor([[[100.0, 0, 32], [0, fy, 24], [0, 0, 1]]])
+    depth = torch.full((1, 1, 48, 64), 50.0)
+    depth[0, 0, 10:30, 20:40] = fy * h_true / 20
+    return depth, masks, K
+
+
+def test_object_size_loss_zero_at_true_height_and_grows():
+    depth, masks, K = _rect_case()
+    top, bottom, rows, present = mask_row_extent(masks)
+    assert rows.tolist() == [[20, 0]] and present.tolist() == [[True, False]]
+    assert (int(top[0, 0]), int(bottom[0, 0])) == (10, 29)
+    vals = []
+    for h in (0.75, 1.0, 1.3, 1.5, 1.7, 2.0, 3.0):
+        loss, n = object_size_loss(depth, masks, K, torch.tensor(np.log(h)), return_count=True)
+        assert n == 1                                      # the empty slot is not counted
+        vals.append(float(loss))
+        assert float(loss) == pytest.approx(abs(np.log(h / 1.5)), abs=1e-5)
+    assert vals[3] < 1e-6 and vals[:4] == sorted(vals[:4], reverse=True) and vals[3:] == sorted(vals[3:])
+    # the median statistic gives the same on a constant-depth object
+    assert float(object_size_loss(depth, masks, K, torch.tensor(np.log(1.5)), depth_stat='median')) < 1e-6
+
+
+def test_object_size_loss_excludes_truncated_and_tiny_masks_and_has_gradients():
+    depth, masks, K = _rect_case()
+    cut = torch.zeros_like(masks)
+    cut[0, 0, 0:15, 5:10] = 1          # touches the top border: truncated
+    cut[0, 1, 20:23, 50:55] = 1        # 3 rows: below min_rows
+    depth.requires_grad_(True)
+    lh = torch.tensor([np.log(2.0)], requires_grad=True)
+    loss, n = object_size_loss(depth, cut, K, lh, return_count=True)
+    assert n == 0 and float(loss.detach()) == 0.0
+    loss.backward()                    # a graph even without objects (a step with none is fine)
+    bottom = torch.zeros_like(masks)
+    bottom[0, 0, 30:48, 5:10] = 1      # touches the bottom border
+    assert object_size_loss(depth, bottom, K, lh, return_count=True)[1] == 0
+    # gradients reach the depth inside the mask only, and the prior
+    depth.grad = None
+    lh.grad = None
+    loss = object_size_loss(depth, masks, K, lh)
+    loss.backward()
+    g = depth.grad[0, 0]
+    outside = g.clone()
+    outside[10:30, 20:40] = 0
+    assert float(g[10:30, 20:40].abs().min()) > 0 and float(outside.abs().max()) == 0
+    assert float(lh.grad) > 0          # the prior is too tall: the gradient lowers it
+    # per-class priors: class 1 holds the true height
+    cls = torch.tensor([[1, 0]])
+    lh2 = torch.tensor([np.log(3.0), np.log(1.5)])
+    assert float(object_size_loss(depth.detach(), masks, K, lh2, classes=cls)) < 1e-6
+    with pytest.raises(ValueError, match='classes'):
+        object_size_loss(depth, masks, K, lh2, classes=torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match='depth must be'):
+        object_size_loss(depth[:, 0], masks, K, lh)
+
+
+@pytest.fixture(scope='module')
+def size_batch():
+    """Exact depth, instance masks (one slot per moving object) and K of 8 frames of a street
+    with 4 moving objects at 192x64."""
+    w = SyntheticWorld(SynthConfig(frames=16, width=192, height=64, seed=1, moving_objects=4,
+                                   supersample=1))
+    depth, masks, K = [], [], []
+    for i in range(0, 16, 2):
+        f = w.frame(i)
+        depth.append(np.where(np.isfinite(f.depth), f.depth, 1e3).astype(np.float32))
+        masks.append(np.stack([f.instance_mask == k for k in range(1, 5)]).astype(np.float32))
+        K.append(f.K.astype(np.float32))
+    return (torch.from_numpy(np.stack(depth))[:, None], torch.from_numpy(np.stack(masks)),
+            torch.from_numpy(np.stack(K)))
+
+
+def test_object_size_prior_recovers_the_synthetic_car_height(size_batch):
+    depth, masks, K = size_batch
+    at_true, n = object_size_loss(depth, masks, K, torch.tensor(np.log(CAR_HEIGHT)), return_count=True)
+    assert n >= 8, n                                   # enough untruncated objects in the batch
+    assert float(at_true) < 0.06                       # pixel rounding of a few-pixel-tall mask
+    for h in (0.8, 1.0, 2.0, 3.0):
+        assert float(object_size_loss(depth, masks, K, torch.tensor(np.log(h)))) > float(at_true) + 0.1
+    # the prior alone, from a wrong start (3 m), finds the cars' height
+    prior = ObjectSizePrior(init_height=3.0)
+    opt = torch.optim.Adam(prior.parameters(), lr=0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        object_size_loss(depth, masks, K, prior()).backward()
+        opt.step()
+    h = float(prior.height[0])
+    assert abs(h / CAR_HEIGHT - 1) < 0.1, h
+
+
+def test_object_size_prior_save_and_load(tmp_path):
+    prior = ObjectSizePrior(num_classes=2, init_height=1.2)
+    with torch.no_grad():
+        prior.log_height[1] = np.log(0.8)
+    path = save_object_size(prior, tmp_path)
+    assert path.name == 'object_size.pth'
+    back = load_object_size(tmp_path)
+    assert back.num_classes == 2 and torch.allclose(back.height, torch.tensor([1.2, 0.8]))
+    save_object_motion(ObjectMotionNet(channels=(4, 4)), tmp_path / 'om.pth')
+    with pytest.raises(CheckpointError, match='not an object size prior'):
+        load_object_size(tmp_path / 'om.pth')
+    with pytest.raises(ValueError, match='init_height'):
+        ObjectSizePrior(init_height=0)

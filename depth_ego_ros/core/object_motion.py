@@ -45,6 +45,18 @@ only has to explain the residual motion); that works here too (pass the ego-warp
 its mask), but the default is the raw source frame so that the net does not depend on the depth
 being good.
 
+Object size prior (struct2depth)
+--------------------------------
+The photometric loss cannot pin a moving object's depth: a nearer object moving less and a
+farther one moving more give the same image motion. struct2depth adds a size constraint: an
+object of real height h whose mask spans ``p`` pixel rows lies at about ``fy * h / p``.
+:func:`object_size_loss` penalises the log-ratio of the predicted object depth to that
+estimate, with h a learnable prior (:class:`ObjectSizePrior`, a log-height per class), so
+gradients reach both the depth and the prior. The log-ratio is unchanged when depth and h are
+scaled together, so the term has no trivial minimum at "everything small" (struct2depth divides
+both depths by the image's mean depth for the same reason); with metric training (velocity
+loss) h is learned in metres, with depth normalisation in the normalised units.
+
 Costs and use: see docs/methods.md, "Dynamic objects".
 """
 from __future__ import annotations
@@ -60,9 +72,11 @@ from .geometry import axis_angle_to_matrix, backproject
 
 __all__ = ['ObjectMotionNet', 'object_motion_matrices', 'mask_centroids', 'apply_object_motion',
            'warp_image_with_objects', 'save_object_motion', 'load_object_motion',
-           'OBJECT_MOTION_FILE', 'resize_masks']
+           'OBJECT_MOTION_FILE', 'resize_masks', 'object_size_loss', 'mask_row_extent',
+           'ObjectSizePrior', 'save_object_size', 'load_object_size', 'OBJECT_SIZE_FILE']
 
 OBJECT_MOTION_FILE = 'object_motion.pth'
+OBJECT_SIZE_FILE = 'object_size.pth'
 
 
 class ObjectMotionNet(nn.Module):
@@ -218,6 +232,103 @@ def _check_masks(masks, B, H, W, what):
 
 
 # ----------------------------------------------------------------------------------------------
+# object size prior (struct2depth)
+# ----------------------------------------------------------------------------------------------
+class ObjectSizePrior(nn.Module):
+    """Learnable real-world height per object class: ``log_height`` [num_classes] (a log, so
+    the height stays positive and Adam's steps are relative). ``forward()`` -> log_height."""
+
+    def __init__(self, num_classes: int = 1, init_height: float = 1.5):
+        super().__init__()
+        if not (isinstance(num_classes, int) and num_classes >= 1):
+            raise ValueError(f'num_classes must be an int >= 1, got {num_classes!r}')
+        init_height = float(init_height)
+        if not (init_height > 0 and init_height < float('inf')):
+            raise ValueError(f'init_height must be a finite number > 0, got {init_height!r}')
+        self.num_classes = num_classes
+        self.log_height = nn.Parameter(torch.full((num_classes,), float(torch.tensor(init_height).log())))
+
+    def forward(self) -> torch.Tensor:
+        return self.log_height
+
+    @property
+    def height(self) -> torch.Tensor:
+        """The heights [num_classes] (detached)."""
+        return self.log_height.detach().exp()
+
+
+def mask_row_extent(masks: torch.Tensor):
+    """Row extent of every mask [B,M,H,W] -> (top [B,M], bottom [B,M], rows [B,M] = bottom -
+    top + 1, present [B,M] bool); top/bottom are 0 and rows 0 for empty masks. Every row with
+    any mask pixel counts (a mask with a gap keeps its full span)."""
+    if masks.dim() != 4:
+        raise ValueError(f'masks must be [B,M,H,W], got {tuple(masks.shape)}')
+    H = masks.shape[2]
+    occupied = masks.flatten(3).amax(3) > 0                          # [B,M,H]
+    present = occupied.any(-1)
+    idx = torch.arange(H, device=masks.device).expand_as(occupied)
+    top = torch.where(occupied, idx, torch.full_like(idx, H)).amin(-1)
+    bottom = torch.where(occupied, idx, torch.full_like(idx, -1)).amax(-1)
+    top = torch.where(present, top, torch.zeros_like(top))
+    bottom = torch.where(present, bottom, torch.zeros_like(bottom))
+    rows = torch.where(present, bottom - top + 1, torch.zeros_like(top))
+    return top, bottom, rows, present
+
+
+def object_size_loss(depth: torch.Tensor, masks: torch.Tensor, K: torch.Tensor,
+                     log_height: torch.Tensor, classes: torch.Tensor | None = None,
+                     min_rows: int = 4, depth_stat: str = 'mean', return_count: bool = False):
+    """struct2depth's object size constraint.
+
+    For every object mask that is not empty, not cut by the image's top or bottom border and at
+    least ``min_rows`` rows tall, its pixel height ``p`` (rows spanned) and the learned real
+    height ``h = exp(log_height[class])`` give the depth estimate ``D_est = fy h / p``; the
+    predicted object depth ``D_obj`` is the mean (or median) of ``depth`` inside the mask. The
+    loss is the mean over those objects of ``|log D_obj - log D_est|`` (zero, with a graph,
+    when there is none). Gradients reach ``depth`` and ``log_height``; K is treated as given.
+
+    Args:
+        depth [B,1,H,W] (> 0); masks [B,M,H,W] in {0,1} (resized to H,W by nearest neighbour);
+        K [B,3,3] at depth's resolution; log_height: scalar or [C] tensor; classes: [B,M] long
+        indices into log_height (None: class 0 for all); depth_stat: 'mean' | 'median'.
+    Returns: scalar loss (and the number of objects used, with ``return_count``).
+    """
+    if depth.dim() != 4 or depth.shape[1] != 1:
+        raise ValueError(f'depth must be [B,1,H,W], got {tuple(depth.shape)}')
+    if depth_stat not in ('mean', 'median'):
+        raise ValueError(f"depth_stat must be 'mean' or 'median', got {depth_stat!r}")
+    B, _, H, W = depth.shape
+    masks = _check_masks(masks, B, H, W, 'masks')
+    if not torch.is_tensor(K) or K.shape[-2:] != (3, 3) or K.reshape(-1, 3, 3).shape[0] != B:
+        raise ValueError(f'K must be [B,3,3] with B={B}, got {tuple(getattr(K, "shape", ()))}')
+    lh = torch.as_tensor(log_height).to(depth.dtype).reshape(-1)
+    M = masks.shape[1]
+    if classes is None:
+        classes = torch.zeros(B, M, dtype=torch.long, device=depth.device)
+    elif tuple(classes.shape) != (B, M):
+        raise ValueError(f'classes must be [B,M] = [{B},{M}], got {tuple(classes.shape)}')
+    top, bottom, rows, present = mask_row_extent(masks)
+    valid = present & (top > 0) & (bottom < H - 1) & (rows >= int(min_rows))
+    zero = depth.sum() * 0.0 + lh.sum() * 0.0
+    if not bool(valid.any()):
+        return (zero, 0) if return_count else zero
+    m = masks.to(depth.dtype)[valid]                                   # [N,H,W]
+    b_idx = torch.arange(B, device=depth.device).view(B, 1).expand(B, M)[valid]
+    d = depth[b_idx, 0]                                                # [N,H,W]
+    w = m * torch.isfinite(d).to(d.dtype)
+    d = torch.where(torch.isfinite(d), d, torch.ones_like(d))
+    if depth_stat == 'mean':
+        d_obj = (d * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-6)
+    else:
+        inside = torch.where(w > 0, d, torch.full_like(d, float('nan'))).flatten(1)
+        d_obj = inside.nanmedian(1).values
+    fy = K.reshape(B, 3, 3)[b_idx, 1, 1].to(depth.dtype)
+    log_est = torch.log(fy) + lh[classes[valid]] - torch.log(rows[valid].to(depth.dtype))
+    loss = (torch.log(d_obj.clamp_min(1e-6)) - log_est).abs().mean()
+    return (loss, int(valid.sum())) if return_count else loss
+
+
+# ----------------------------------------------------------------------------------------------
 # checkpoint file (beside encoder.pth / depth.pth / pose.pth)
 # ----------------------------------------------------------------------------------------------
 def save_object_motion(net: ObjectMotionNet, path: str | os.PathLike) -> Path:
@@ -256,3 +367,40 @@ def load_object_motion(path: str | os.PathLike) -> ObjectMotionNet:
         raise CheckpointError(f'{path}: bad object-motion metadata: {exc}') from exc
     load_into(net, path, state_dict=data)
     return net.eval()
+
+
+def save_object_size(prior: ObjectSizePrior, path: str | os.PathLike) -> Path:
+    """Write the size prior to ``path`` (a file, or a directory -> ``directory/object_size.pth``):
+    ``log_height`` plus ``model='object_size'``, ``num_classes`` and ``height`` (metres or the
+    training's depth units, for reading)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == '':
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / OBJECT_SIZE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {'log_height': prior.log_height.detach().cpu().clone(), 'model': 'object_size',
+            'num_classes': int(prior.num_classes), 'height': prior.height.cpu().tolist()}
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    torch.save(data, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_object_size(path: str | os.PathLike) -> ObjectSizePrior:
+    """Read a file written by :func:`save_object_size` (weights_only; a directory means
+    ``directory/object_size.pth``); CheckpointError naming the file when it does not fit."""
+    from .checkpoints import CheckpointError, read_state_dict
+    path = Path(path)
+    if path.is_dir():
+        path = path / OBJECT_SIZE_FILE
+    data = read_state_dict(path)
+    if data.get('model') != 'object_size':
+        raise CheckpointError(f"{path}: not an object size prior (model={data.get('model')!r}, "
+                              "expected 'object_size')")
+    lh = data.get('log_height')
+    if not torch.is_tensor(lh) or lh.dim() != 1 or lh.numel() < 1 or not torch.isfinite(lh).all():
+        raise CheckpointError(f'{path}: log_height must be a finite 1-D tensor, got {lh!r}')
+    prior = ObjectSizePrior(num_classes=int(lh.numel()))
+    with torch.no_grad():
+        prior.log_height.copy_(lh.float())
+    return prior
