@@ -3,7 +3,12 @@ synthetic street with moving objects; held-out depth error overall and inside th
 
     python bench/train_object_motion.py --steps 150 --threads 1        # prints a table
 
-Both runs: the same training bag (street, moving objects, odometry), the same seed, recipe and
+Runs: ``baseline``, ``object_motion`` and ``object_size`` (object motion + struct2depth's object
+size prior, ``--object-size-weight``, learned height starting at ``--object-height-init``). A run
+whose output directory in ``--workdir`` already holds a finished run with the same
+configuration is evaluated again without retraining (its s/step from history.jsonl).
+
+All runs: the same training bag (street, moving objects, odometry), the same seed, recipe and
 step count (metric start, odometry-length warps, lr 3e-4, last 30 % at x0.1). Evaluation: the
 Estimator on a held-out street (another seed, its own moving objects) against the world's exact
 depth: AbsRel and d1 (< 1.25) over the whole image and over the moving objects' pixels (the
@@ -65,6 +70,25 @@ def evaluate(ckpt, world, width, height, min_depth=0.1, max_depth=80.0):
     return {k: float(np.mean(v)) if v else float('nan') for k, v in acc.items()} | {'frames_with_objects': n_obj}
 
 
+def _finished_run(cfg, out: Path):
+    """(steps, history, checkpoint) of a finished run in ``out`` trained with ``cfg`` (same
+    configuration apart from defaults added since), else None."""
+    from depth_ego_ros.training.config import TrainConfig
+    try:
+        saved = json.loads((out / 'train_config.json').read_text())
+        hist = [json.loads(line) for line in (out / 'history.jsonl').read_text().splitlines() if line]
+    except (OSError, ValueError):
+        return None
+    want = cfg.to_dict()
+    full = {**TrainConfig().to_dict(), **saved}
+    full['bags'] = [str(b) for b in full['bags']]
+    if any(full.get(k) != v for k, v in want.items()) or not hist:
+        return None
+    if hist[-1].get('global_step') != cfg.max_steps or not (out / 'latest').exists():
+        return None
+    return hist[-1]['global_step'], hist, str((out / 'latest').resolve())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--steps', type=int, default=150)
@@ -77,7 +101,9 @@ def main():
     ap.add_argument('--lr', type=float, default=3e-4)
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--runs', default='baseline,object_motion')
+    ap.add_argument('--runs', default='baseline,object_motion,object_size')
+    ap.add_argument('--object-size-weight', type=float, default=0.1)
+    ap.add_argument('--object-height-init', type=float, default=1.5)
     ap.add_argument('--workdir', default=None)
     args = ap.parse_args()
     import torch
@@ -101,26 +127,37 @@ def main():
                           batch_size=args.batch_size, epochs=1000, lr=args.lr, max_steps=args.steps,
                           anneal_fraction=0.3, odometry_warp_steps=-1, val_fraction=0.0,
                           num_threads=args.threads, seed=args.seed, progress=False, tensorboard=False,
-                          image_every=0, save_every=1000, object_motion=name == 'object_motion')
-        t = time.perf_counter()
-        s = Trainer(cfg, log_fn=lambda m: None).fit()
-        train_s = time.perf_counter() - t
-        last = s['history'][-1]['train']
-        ev = evaluate(s['checkpoint'], held, args.width, args.height)
-        rows[name] = dict(steps=s['steps'], train_s=train_s, s_per_step=train_s / max(s['steps'], 1),
+                          image_every=0, save_every=1000,
+                          object_motion=name in ('object_motion', 'object_size'),
+                          object_size_weight=args.object_size_weight if name == 'object_size' else 0.0,
+                          object_height_init=args.object_height_init)
+        cached = _finished_run(cfg, work / name)
+        if cached is None:
+            t = time.perf_counter()
+            s = Trainer(cfg, log_fn=lambda m: None).fit()
+            train_s = time.perf_counter() - t
+            steps, hist, ckpt = s['steps'], s['history'], s['checkpoint']
+        else:
+            steps, hist, ckpt = cached
+            train_s = sum(r['epoch_s'] for r in hist)
+            print(f'{name}: reusing the finished run in {work / name}', file=sys.stderr)
+        last = hist[-1]['train']
+        ev = evaluate(ckpt, held, args.width, args.height)
+        rows[name] = dict(steps=steps, train_s=train_s, s_per_step=train_s / max(steps, 1),
                           photometric=last['photometric'],
-                          object_translation=last.get('object_translation'), **ev)
+                          object_translation=last.get('object_translation'),
+                          object_height=last.get('object_height'), **ev)
         print(name, json.dumps(rows[name]), file=sys.stderr, flush=True)
     print(f'\n{args.frames} training frames, {args.objects} moving objects, {args.width}x{args.height}, '
           f'batch {args.batch_size}, {args.steps} steps, held-out {args.eval_frames} frames (seed 7)\n')
     print('| run | s/step | AbsRel all (median) | AbsRel objects (median) | d1 objects | AbsRel all (metric) '
-          '| AbsRel objects (metric) | mean abs t_obj (last epoch) |')
-    print('|---|---:|---:|---:|---:|---:|---:|---:|')
+          '| AbsRel objects (metric) | mean abs t_obj (last epoch) | learned height |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
     for name, r in rows.items():
-        ot = r['object_translation']
+        ot, oh = r['object_translation'], r['object_height']
         print(f"| {name} | {r['s_per_step']:.2f} | {r['all_med']:.3f} | {r['obj_med']:.3f} | "
               f"{r['obj_d1']:.3f} | {r['all_met']:.3f} | {r['obj_met']:.3f} | "
-              f"{'-' if ot is None else f'{ot:.3f}'} |")
+              f"{'-' if ot is None else f'{ot:.3f}'} | {'-' if oh is None else f'{oh:.3f}'} |")
     print(f'(work dir {work})')
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from depth_ego_ros.core.estimator import Estimator, EstimatorConfig
-from depth_ego_ros.core.object_motion import OBJECT_MOTION_FILE, load_object_motion
+from depth_ego_ros.core.object_motion import (OBJECT_MOTION_FILE, OBJECT_SIZE_FILE, load_object_motion,
+                                              load_object_size)
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training.config import TrainConfig, TrainConfigError
@@ -210,7 +211,68 @@ def test_cli_flags(bags, tmp_path):
     assert cfg.object_motion is True and cfg.mask_topic == '/camera/instance_mask'
     cfg = cli.config_from_args(p.parse_args(['train', '--bags', str(bags / 'traffic'), '--out',
                                              str(tmp_path / 'o')])).validate()
-    assert cfg.object_motion is False and cfg.mask_topic is None
+    assert cfg.object_motion is False and cfg.mask_topic is None and cfg.object_size_weight == 0
+    args = p.parse_args(['train', '--bags', str(bags / 'traffic'), '--out', str(tmp_path / 'o'),
+                         '--object-motion', '--object-size-weight', '0.1', '--object-height-init', '1.6'])
+    cfg = cli.config_from_args(args).validate()
+    assert (cfg.object_size_weight, cfg.object_height_init) == (0.1, 1.6)
+
+
+@pytest.mark.timeout(120)
+def test_object_size_prior_trains_saves_and_resumes(bags, tmp_path):
+    """object_size_weight: the height prior gets gradients, the size term and the loss on a
+    fixed batch fall, the learned height is logged, object_size.pth holds it, --init and
+    --resume restore it, switching it on or off at resume is refused."""
+    out = tmp_path / 'sz'
+    cfg = dict(object_motion=True, object_size_weight=0.5, object_height_init=3.0, epochs=1)
+    tr = Trainer(_config(bags / 'traffic', out, **cfg))
+    assert tr.use_object_size and any(n.startswith('object height prior 3') for n in tr.init_notes)
+    prior = tr.model.extras['object_size']
+    groups = [g for g in tr.optimizer.param_groups if any(p is prior.log_height for p in g['params'])]
+    assert len(groups) == 1 and len(groups[0]['params']) == 1          # its own (faster) group
+    batch = _fixed_batch(tr)
+    before = _loss(tr, batch)
+    assert float(before.terms['object_size']) > 0.5                  # 3 m is far from the cars
+    assert float(before.terms['object_height']) == pytest.approx(3.0, rel=1e-5)
+    tr.optimizer.zero_grad(set_to_none=True)
+    o, _ = tr.compute_loss(batch, train=True)
+    o.total.backward()
+    assert prior.log_height.grad is not None and float(prior.log_height.grad.abs().sum()) > 0
+    tr.optimizer.zero_grad(set_to_none=True)
+    summary = tr.fit()
+    after = _loss(tr, batch)
+    assert float(after.terms['object_size']) < float(before.terms['object_size'])
+    assert float(after.total) < float(before.total)
+    rec = summary['history'][-1]['train']
+    h = float(prior.height[0])
+    assert h < 3.0 and rec['object_height'] < 3.0 and np.isfinite(rec['object_size'])
+    # checkpoint: object_size.pth beside object_motion.pth
+    d = find_checkpoint(out)
+    assert (d / OBJECT_SIZE_FILE).is_file() and (d / OBJECT_MOTION_FILE).is_file()
+    assert float(load_object_size(d).height[0]) == pytest.approx(h, rel=1e-6)
+    # --init: a new run starts at the saved height (not at object_height_init)
+    tr_init = Trainer(_config(bags / 'traffic', tmp_path / 'ft', **{**cfg, 'init': str(d)}))
+    assert float(tr_init.model.extras['object_size'].height[0]) == pytest.approx(h, rel=1e-6)
+    # --resume: the same prior, and it goes on training
+    steps = summary['steps']
+    tr2 = Trainer(_config(bags / 'traffic', out, **{**cfg, 'epochs': 2, 'max_steps': steps + 1}),
+                  resume=out)
+    assert float(tr2.model.extras['object_size'].height[0]) == pytest.approx(h, rel=1e-6)
+    assert tr2.fit()['steps'] == steps + 1
+    with pytest.raises(TrainConfigError, match='cannot resume: the run was trained with object_size_weight'):
+        Trainer(_config(bags / 'traffic', out, object_motion=True, epochs=3), resume=out)
+
+
+def test_object_size_needs_object_motion(bags, tmp_path):
+    with pytest.raises(TrainConfigError, match='object_size_weight needs object_motion'):
+        _config(bags / 'traffic', tmp_path / 'o', object_size_weight=0.1).validate()
+    with pytest.raises(TrainConfigError, match='object_size_weight must be a finite number'):
+        _config(bags / 'traffic', tmp_path / 'o', object_motion=True, object_size_weight=-1.0).validate()
+    with pytest.raises(TrainConfigError, match='object_height_init'):
+        _config(bags / 'traffic', tmp_path / 'o', object_motion=True, object_size_weight=0.1,
+                object_height_init=0.0).validate()
+    # off by default: no prior, no file
+    assert _config(bags / 'traffic', tmp_path / 'o').object_size_weight == 0.0
 
 
 @pytest.mark.timeout(120)

@@ -125,6 +125,12 @@ def add_parser(subparsers):
                    help="struct2depth's object motion: a per-object motion net moves the masked "
                    'objects in the warp (needs an instance-mask topic in every bag; saved as '
                    'object_motion.pth)')
+    g.add_argument('--object-size-weight', type=float,
+                   help="struct2depth's object size constraint with --object-motion: weight of "
+                   '|log object depth - log fy h / mask rows| with a learned height prior h '
+                   '(default 0 = off; saved as object_size.pth)')
+    g.add_argument('--object-height-init', type=float,
+                   help='start of the learned object height prior (default 1.5, metres with odometry)')
     g = p.add_argument_group('logging')
     g.add_argument('--log-every', type=int, help='steps between TensorBoard points')
     g.add_argument('--image-every', type=int, help='epochs between sample images (0 = never)')
@@ -140,7 +146,8 @@ def add_parser(subparsers):
 
 _FIELDS = ('bags', 'out', 'init', 'model', 'pose_model', 'explainability_weight',
            'learned_intrinsics', 'intrinsics_init_focal', 'intrinsics_lr_factor', 'alignment_weight',
-           'depth_normalization', 'object_motion', 'mask_topic', 'width', 'height', 'min_depth', 'max_depth',
+           'depth_normalization', 'object_motion', 'object_size_weight', 'object_height_init',
+           'mask_topic', 'width', 'height', 'min_depth', 'max_depth',
            'init_depth', 'pose_init', 'translation_scale', 'rotation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
            'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'amp', 'device', 'num_workers',
            'num_threads', 'seed', 'val_fraction', 'image_topic', 'camera_info_topic', 'odom_topic',

@@ -102,6 +102,12 @@ class TrainConfig:
         pixels with ``T_src_tgt @ T_obj`` (core/object_motion.py). A switch, not a weight: it
         changes the warp inside the photometric loss and adds no loss term of its own. Needs an
         instance-mask topic in every bag (see mask_topic).
+      object_size_weight: struct2depth's object size constraint (needs object_motion: it reads
+        the same masks): + weight x mean over untruncated objects of |log (mean depth in the
+        mask) - log (fy h / mask rows)| with h a learned height prior (one class), which pins
+        the depth of moving objects that the photometric loss leaves ambiguous. 0 = off.
+      object_height_init: the prior's start (metres with odometry; normalised units with
+        depth_normalization). Saved as object_size.pth.
       depth_normalization: 'none' | 'sample' (every sample's depth divided by its median before
         the warps) | 'sequence' (by a running median per sequence): scenes of very different
         depth range trained together (RealMonoDepth). Depth and translation are then relative:
@@ -165,6 +171,8 @@ class TrainConfig:
     alignment_weight: float = 0.0
     depth_normalization: str = 'none'
     object_motion: bool = False
+    object_size_weight: float = 0.0
+    object_height_init: float = 1.5
     # output
     log_every: int = 10
     image_every: int = 1
@@ -327,6 +335,13 @@ class TrainConfig:
         elif self.mask_topic == '' and self.object_motion is True:
             errs.append("object_motion needs instance masks: mask_topic '' switches them off "
                         '(give the mask topic, or leave it unset for auto-detection)')
+        if not (is_num(self.object_size_weight) and self.object_size_weight >= 0):
+            errs.append(f'object_size_weight must be a finite number >= 0, got {self.object_size_weight!r}')
+        elif self.object_size_weight > 0 and self.object_motion is not True:
+            errs.append('object_size_weight needs object_motion (the instance masks it reads are '
+                        'loaded only with --object-motion)')
+        if not (is_num(self.object_height_init) and 0 < self.object_height_init <= 1e3):
+            errs.append(f'object_height_init must be in (0, 1000], got {self.object_height_init!r}')
         for name in ('augment', 'amp', 'automask', 'tensorboard', 'progress', 'learned_intrinsics',
                      'object_motion'):
             if not isinstance(getattr(self, name), bool):

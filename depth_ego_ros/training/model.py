@@ -18,7 +18,9 @@ extras                 ``extras`` (nn.ModuleDict, empty): optional further sub-n
                        saved as ``<name>.pth`` beside the others and loaded back by
                        :meth:`SfMModel.load_extras`. ``extras['object_motion']`` =
                        ObjectMotionNet -> object_motion.pth in :func:`~depth_ego_ros.core.
-                       object_motion.save_object_motion`'s format (read by load_object_motion)
+                       object_motion.save_object_motion`'s format (read by load_object_motion);
+                       ``extras['object_size']`` = ObjectSizePrior -> object_size.pth
+                       (save_object_size / load_object_size)
 =====================  =============================================  ==========================
 
 Object motion (``extras['object_motion']``, training only): with ``instance_masks`` the forward
@@ -58,7 +60,8 @@ from ..core import checkpoints as ckpt
 from ..core.estimator import PACKNET_WIDTHS, build_networks
 from ..core.geometry import pose_vec_to_mat
 from ..core.networks.depth_decoder import disp_to_depth as md2_disp_to_depth
-from ..core.object_motion import ObjectMotionNet, load_object_motion, save_object_motion
+from ..core.object_motion import (ObjectMotionNet, ObjectSizePrior, load_object_motion,
+                                  load_object_size, save_object_motion, save_object_size)
 from ..core.networks.intrinsics_head import IntrinsicsHead
 from ..core.networks.packnet import PackNet01
 from ..core.networks.pose_decoder import POSE_OUTPUT_SCALE
@@ -85,7 +88,8 @@ class SfMModel(nn.Module):
     {s: [B,S,h,w]} / {s: [B,S,2,h,w]}, or None), 'source_disps' ([B,S,1,H,W] finest disparity of
     every source, with ``source_depth=True``, else None), 'object_axisangle' /
     'object_translation' ([B,S,M,3] per source and object slot, with ``instance_masks`` and an
-    ``extras['object_motion']`` net, else None; zero for empty slots).
+    ``extras['object_motion']`` net, else None; zero for empty slots), 'object_log_height'
+    (the ``extras['object_size']`` prior's log heights [C], else None).
     """
 
     def __init__(self, depth_encoder, depth_decoder, pose_encoder, pose_decoder, scales=(0, 1, 2, 3),
@@ -191,9 +195,12 @@ class SfMModel(nn.Module):
         obj_aa = obj_tr = None
         if instance_masks is not None and 'object_motion' in self.extras:
             obj_aa, obj_tr = self.object_motion(target, sources, instance_masks, source_instance_masks)
+        # the size prior is read inside forward too (DDP sees its parameter used)
+        obj_lh = self.extras['object_size']() if 'object_size' in self.extras else None
         return {'disps': disps, 'poses': poses, 'translations': trans, 'K': K,
                 'masks': masks, 'mask_logits': logits, 'source_disps': src_disps,
-                'object_axisangle': obj_aa, 'object_translation': obj_tr}
+                'object_axisangle': obj_aa, 'object_translation': obj_tr,
+                'object_log_height': obj_lh}
 
     def object_motion(self, target, sources, masks, source_masks=None):
         """``extras['object_motion']`` on (target, every source) in one batch ->
@@ -302,6 +309,8 @@ class SfMModel(nn.Module):
                 folded = copy.deepcopy(net).cpu()
                 _scale_object_translation(folded, self.translation_scale)
                 save_object_motion(folded, d / f'{name}.pth')
+            elif isinstance(net, ObjectSizePrior):
+                save_object_size(net, d / f'{name}.pth')
             else:
                 _save(net.state_dict(), d / f'{name}.pth')
         return d
@@ -319,6 +328,13 @@ class SfMModel(nn.Module):
                 loaded = load_object_motion(path).train()
                 _scale_object_translation(loaded, 1.0 / self.translation_scale)
                 self.extras[name] = loaded.to(next(net.parameters()).device)
+            elif isinstance(net, ObjectSizePrior):
+                loaded = load_object_size(path)
+                if loaded.num_classes != net.num_classes:
+                    raise ckpt.CheckpointError(f'{path}: a size prior for {loaded.num_classes} '
+                                               f'classes, this run has {net.num_classes}')
+                with torch.no_grad():
+                    net.log_height.copy_(loaded.log_height.to(net.log_height))
             else:
                 ckpt.load_into(net, path)
             done.append(name)

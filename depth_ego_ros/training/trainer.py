@@ -15,7 +15,8 @@ Output directory::
                                  (PackNet: depth.pth only with a 'model' entry; PoseExpNet:
                                  pose.pth with model='posexp'; learned K: intrinsics.pth --
                                  the layouts the Estimator loads; object motion:
-                                 object_motion.pth, training only)
+                                 object_motion.pth and, with object_size_weight,
+                                 object_size.pth: training only)
     out/weights_N/adam.pth       optimiser, schedule, scaler and progress (for --resume)
     out/weights_N/train_config.json
     out/latest -> weights_N      symlink to the newest checkpoint
@@ -44,7 +45,8 @@ from ..core import checkpoints as ckpt
 from ..core.losses import LossConfig, SelfSupervisedLoss, velocity_loss
 from ..core.losses_extra import (SequenceDepthNormalizer, alignment_loss_3d,
                                  explainability_regularization, relative_depth_fn)
-from ..core.object_motion import ObjectMotionNet, mask_centroids, object_motion_matrices
+from ..core.object_motion import (ObjectMotionNet, ObjectSizePrior, mask_centroids,
+                                  object_motion_matrices, object_size_loss)
 from .config import CONFIG_FILE, TrainConfig, TrainConfigError
 from .distributed import DistContext, setup_distributed
 from .model import SfMModel, build_model, init_depth_output, init_pose_forward
@@ -58,6 +60,7 @@ STATE_FILE = 'adam.pth'          # monodepth2 keeps its optimiser state under th
 LATEST = 'latest'
 HISTORY_FILE = 'history.jsonl'
 DEFAULT_INIT_DEPTH = 10.0        # metres, init_depth 'auto' with odometry
+OBJECT_SIZE_LR_FACTOR = 10.0     # the object height prior (one number) learns at lr x this
 
 
 class TrainingError(RuntimeError):
@@ -297,6 +300,7 @@ class Trainer:
         self.use_explainability = model.posexp and cfg.explainability_weight > 0
         self.use_alignment = cfg.alignment_weight > 0
         self.use_object_motion = 'object_motion' in model.extras
+        self.use_object_size = 'object_size' in model.extras
         self.normalizer = (SequenceDepthNormalizer()
                            if cfg.depth_normalization == 'sequence' else None)
         if self.normalizer is not None and self.resume_dir is not None:
@@ -320,12 +324,16 @@ class Trainer:
         loaded back from ``source``); their loss terms in :meth:`_extra_terms`.
 
         object_motion: ``extras['object_motion']`` = ObjectMotionNet (object_motion.pth in
-        save_object_motion's format; from ``source`` when it has one, else fresh, seeded)."""
+        save_object_motion's format; from ``source`` when it has one, else fresh, seeded).
+        object_size_weight > 0: ``extras['object_size']`` = ObjectSizePrior (one class, at
+        object_height_init; object_size.pth from ``source`` when it has one)."""
         cfg = self.config
         if cfg.object_motion:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed + 2)
                 model.extras['object_motion'] = ObjectMotionNet()
+        if cfg.object_size_weight > 0:
+            model.extras['object_size'] = ObjectSizePrior(init_height=cfg.object_height_init)
         loaded = []
         if source is not None and Path(source).is_dir():
             try:
@@ -335,9 +343,19 @@ class Trainer:
         if cfg.object_motion:
             self.init_notes.append('object-motion net ' + (f'from {source}' if 'object_motion' in loaded
                                                            else 'from random weights'))
+        if cfg.object_size_weight > 0:
+            h = float(model.extras['object_size'].height[0])
+            self.init_notes.append(f'object height prior {h:.3g} '
+                                   + (f'from {source}' if 'object_size' in loaded else '(start)'))
 
     def _check_resume_config(self, saved: dict):
         """Refuse to resume a run with other networks or resolution than it was trained with."""
+        size_saved = float(saved.get('object_size_weight', 0.0) or 0.0) > 0 if saved else False
+        if saved and size_saved != (self.config.object_size_weight > 0):
+            raise TrainConfigError(f'cannot resume: the run was trained with object_size_weight '
+                                   f"{saved.get('object_size_weight', 0.0)!r}, this configuration "
+                                   f'says {self.config.object_size_weight!r} (switching the size '
+                                   'prior on or off needs a new run with --init)')
         if saved and bool(saved.get('object_motion', False)) != bool(self.config.object_motion):
             raise TrainConfigError(f"cannot resume: the run was trained with object_motion="
                                    f"{bool(saved.get('object_motion', False))!r}, this configuration "
@@ -382,6 +400,12 @@ class Trainer:
             groups = [{'params': [p for p in params if id(p) not in head]},
                       {'params': [p for p in params if id(p) in head],
                        'lr': cfg.lr * cfg.intrinsics_lr_factor}]
+        if 'object_size' in self.model.extras:
+            # one number per class: at the networks' lr it would move ~lr per step (in log)
+            prior = {id(p) for p in self.model.extras['object_size'].parameters()}
+            groups = [{**g, 'params': [p for p in g['params'] if id(p) not in prior]} for g in groups]
+            groups.append({'params': list(self.model.extras['object_size'].parameters()),
+                           'lr': cfg.lr * OBJECT_SIZE_LR_FACTOR, 'weight_decay': 0.0})
         self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
@@ -464,6 +488,14 @@ class Trainer:
             out.terms['alignment'] = al.detach()
         if self.use_object_motion:
             out.terms.update(self._object_motion_stats(batch, fwd))
+        if self.use_object_size:
+            # struct2depth's size constraint on the loss's own depth and K (K detached: the
+            # prior must not drive the learned intrinsics)
+            lh = fwd['object_log_height'].float()
+            sz = object_size_loss(depth_fn(disps[0]), batch['instance_masks'], K.detach(), lh)
+            out.total = out.total + cfg.object_size_weight * sz
+            out.terms['object_size'] = sz.detach()
+            out.terms['object_height'] = lh.detach()[0].exp()
         for name, (weight, term) in self._extra_terms(batch, fwd, out).items():
             out.total = out.total + weight * term
             out.terms[name] = term.detach()
@@ -593,6 +625,8 @@ class Trainer:
             keys += tuple(f'K_{n}{e}' for n in ('fx', 'fy', 'cx', 'cy') for e in ('', '_error'))
         if self.use_object_motion:
             keys += ('object_translation', 'object_rotation')
+        if self.use_object_size:
+            keys += ('object_size', 'object_height')
         # per key: sum and sample count (a K error exists only for bags with camera_info)
         sums = torch.zeros(2 * len(keys), dtype=torch.float64)
         for batch in self.val_loader:
@@ -896,5 +930,5 @@ class Trainer:
 def _fmt(d: dict) -> str:
     keys = [k for k in ('total', 'photometric', 'velocity', 'explainability', 'alignment',
                         'translation_norm', 'odometry_distance', 'depth_median', 'K_fx_error',
-                        'K_cx_error', 'object_translation') if k in d]
+                        'K_cx_error', 'object_translation', 'object_size', 'object_height') if k in d]
     return ', '.join(f'{k} {d[k]:.4g}' for k in keys)
