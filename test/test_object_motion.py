@@ -287,6 +287,34 @@ def test_object_size_loss_excludes_truncated_and_tiny_masks_and_has_gradients():
         object_size_loss(depth[:, 0], masks, K, lh)
 
 
+def test_object_size_loss_pixel_statistic_is_not_gamed_by_a_bimodal_object():
+    """The trainer's statistic: a mask whose mean depth is right but whose pixels split into a
+    near and a far half (what a depth net trained on the 'mean' form did) costs nothing with
+    'mean' and a lot with 'pixel'; on a constant-depth object all three agree."""
+    depth, masks, K = _rect_case()
+    lh = torch.tensor(np.log(1.5))
+    d_est = 100.0 * 1.5 / 20
+    split = depth.clone()
+    split[0, 0, 10:30, 20:30] = 0.2 * d_est
+    split[0, 0, 10:30, 30:40] = 1.8 * d_est                        # mean still d_est
+    assert float(object_size_loss(split, masks, K, lh, depth_stat='mean')) < 1e-5
+    pix = float(object_size_loss(split, masks, K, lh, depth_stat='pixel'))
+    assert pix == pytest.approx((abs(np.log(0.2)) + abs(np.log(1.8))) / 2, rel=1e-4)
+    for stat in ('pixel', 'mean', 'median'):
+        assert float(object_size_loss(depth, masks, K, lh, depth_stat=stat)) < 1e-6
+    # descending the pixel form brings both halves to d_est (the mean form has no gradient here)
+    x = split.clone().log().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        object_size_loss(x.exp(), masks, K, lh).backward()
+        opt.step()
+    inside = x.detach().exp()[0, 0, 10:30, 20:40]
+    assert float((inside / d_est - 1).abs().max()) < 0.05
+    with pytest.raises(ValueError, match='depth_stat'):
+        object_size_loss(depth, masks, K, lh, depth_stat='max')
+
+
 @pytest.fixture(scope='module')
 def size_batch():
     """Exact depth, instance masks (one slot per moving object) and K of 8 frames of a street

@@ -277,26 +277,35 @@ def mask_row_extent(masks: torch.Tensor):
 
 def object_size_loss(depth: torch.Tensor, masks: torch.Tensor, K: torch.Tensor,
                      log_height: torch.Tensor, classes: torch.Tensor | None = None,
-                     min_rows: int = 4, depth_stat: str = 'mean', return_count: bool = False):
+                     min_rows: int = 4, depth_stat: str = 'pixel', return_count: bool = False):
     """struct2depth's object size constraint.
 
     For every object mask that is not empty, not cut by the image's top or bottom border and at
     least ``min_rows`` rows tall, its pixel height ``p`` (rows spanned) and the learned real
-    height ``h = exp(log_height[class])`` give the depth estimate ``D_est = fy h / p``; the
-    predicted object depth ``D_obj`` is the mean (or median) of ``depth`` inside the mask. The
-    loss is the mean over those objects of ``|log D_obj - log D_est|`` (zero, with a graph,
-    when there is none). Gradients reach ``depth`` and ``log_height``; K is treated as given.
+    height ``h = exp(log_height[class])`` give the depth estimate ``D_est = fy h / p``. Per
+    object, ``depth_stat`` says what is compared with it:
+
+    * ``'pixel'`` (default): the mean over the mask's pixels of ``|log d - log D_est|``: every
+      pixel is pulled toward D_est, so the object's median depth is what the term pins;
+    * ``'mean'`` / ``'median'``: ``|log D_obj - log D_est|`` with ``D_obj`` the mean / median
+      depth in the mask (struct2depth's form). Measured in training (docs/training.md), the
+      mean is *gamed*: the depth network met it with a bimodal object (some pixels far too
+      near, some far too far, the mean right), which made the objects' per-pixel error worse
+      than without the term; the median gives a gradient to one pixel per object only.
+
+    The loss is the mean over those objects (zero, with a graph, when there is none). Gradients
+    reach ``depth`` and ``log_height``; K is treated as given.
 
     Args:
         depth [B,1,H,W] (> 0); masks [B,M,H,W] in {0,1} (resized to H,W by nearest neighbour);
         K [B,3,3] at depth's resolution; log_height: scalar or [C] tensor; classes: [B,M] long
-        indices into log_height (None: class 0 for all); depth_stat: 'mean' | 'median'.
+        indices into log_height (None: class 0 for all); depth_stat: 'pixel' | 'mean' | 'median'.
     Returns: scalar loss (and the number of objects used, with ``return_count``).
     """
     if depth.dim() != 4 or depth.shape[1] != 1:
         raise ValueError(f'depth must be [B,1,H,W], got {tuple(depth.shape)}')
-    if depth_stat not in ('mean', 'median'):
-        raise ValueError(f"depth_stat must be 'mean' or 'median', got {depth_stat!r}")
+    if depth_stat not in ('pixel', 'mean', 'median'):
+        raise ValueError(f"depth_stat must be 'pixel', 'mean' or 'median', got {depth_stat!r}")
     B, _, H, W = depth.shape
     masks = _check_masks(masks, B, H, W, 'masks')
     if not torch.is_tensor(K) or K.shape[-2:] != (3, 3) or K.reshape(-1, 3, 3).shape[0] != B:
@@ -317,14 +326,18 @@ def object_size_loss(depth: torch.Tensor, masks: torch.Tensor, K: torch.Tensor,
     d = depth[b_idx, 0]                                                # [N,H,W]
     w = m * torch.isfinite(d).to(d.dtype)
     d = torch.where(torch.isfinite(d), d, torch.ones_like(d))
-    if depth_stat == 'mean':
-        d_obj = (d * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-6)
-    else:
-        inside = torch.where(w > 0, d, torch.full_like(d, float('nan'))).flatten(1)
-        d_obj = inside.nanmedian(1).values
     fy = K.reshape(B, 3, 3)[b_idx, 1, 1].to(depth.dtype)
-    log_est = torch.log(fy) + lh[classes[valid]] - torch.log(rows[valid].to(depth.dtype))
-    loss = (torch.log(d_obj.clamp_min(1e-6)) - log_est).abs().mean()
+    log_est = torch.log(fy) + lh[classes[valid]] - torch.log(rows[valid].to(depth.dtype))   # [N]
+    if depth_stat == 'pixel':
+        err = (torch.log(d.clamp_min(1e-6)) - log_est.view(-1, 1, 1)).abs()
+        loss = ((err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-6)).mean()
+    else:
+        if depth_stat == 'mean':
+            d_obj = (d * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-6)
+        else:
+            inside = torch.where(w > 0, d, torch.full_like(d, float('nan'))).flatten(1)
+            d_obj = inside.nanmedian(1).values
+        loss = (torch.log(d_obj.clamp_min(1e-6)) - log_est).abs().mean()
     return (loss, int(valid.sum())) if return_count else loss
 
 
