@@ -1,7 +1,9 @@
 """The perception node with the method options: PoseExpNet (pose_model:=posexp, explainability
-output) and learned intrinsics (learned_intrinsics:=true, no camera_info needed). Real rclpy +
-Fast DDS, the node as a separate process, tiny 128x64 network, random weights (the outputs'
-shapes, headers and intrinsics are what is checked, not their values)."""
+output), learned intrinsics (learned_intrinsics:=true, no camera_info needed) and a PackNet
+checkpoint (model:=packnet01-w0.25). Real rclpy + Fast DDS, the node as a separate process, tiny
+128x64 networks; the first test checks the outputs' shapes, headers and intrinsics, the PackNet
+one that the node's depth equals the Estimator's on the same checkpoint and image.
+(Online refinement through the node: test_perception_node_refine.py.)"""
 import numpy as np
 import pytest
 
@@ -79,3 +81,40 @@ def test_learned_intrinsics_without_camera_info_then_posexp_explainability(node)
                     keys=('depth_info',))
     assert np.allclose(np.asarray(out['depth_info'].k).reshape(3, 3), K)
     assert node.diag(lambda v: v['intrinsics'] == 'camera_info')['published.explainability'] >= 1
+
+
+@pytest.mark.timeout(180)
+def test_packnet_checkpoint_selected_by_parameter_runs_in_the_node(tmp_path_factory, tmp_path):
+    """model:=packnet01-w0.25 with a PackNet checkpoint (+ the monodepth2 pose net): the node
+    publishes the depth that the Estimator computes offline from the same checkpoint and image
+    (the configured network really ran), and odometry from the pose net."""
+    import torch
+
+    from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, build_networks, save_networks
+    model = 'packnet01-w0.25'
+    depth_net, pose_net, _ = build_networks(model, pose_model='monodepth2', seed=5)
+    ck = save_networks(tmp_path / 'packnet', depth_net, pose_net, model=model, height=64, width=128)
+    params = {**PARAMS, 'pose_model': 'monodepth2', 'learned_intrinsics': False,
+              'model': model, 'checkpoint': str(ck)}
+    mp, env = module_ros_env(tmp_path_factory)
+    h = Harness(env, params)
+    try:
+        K = frame_k(128, 64)
+        imgs = [generated_frame(128, 64, i) for i in range(3)]       # network size: no resize
+        outs = [h.send(cv.rgb8_to_image(img), cv.make_camera_info(K, 128, 64),
+                       keys=('depth', 'odom')) for img in imgs]
+        torch.set_num_threads(1)
+        est = Estimator(EstimatorConfig(width=128, height=64, model=model, device='cpu',
+                                        backend='torch', num_threads=1), ck)
+        ref = est.infer(imgs[-1], K).depth
+        got = cv.image_to_numpy(outs[-1]['depth'])
+        assert got.shape == ref.shape == (64, 128)
+        np.testing.assert_allclose(got, ref, rtol=1e-3)
+        assert np.ptp(got) > 0                        # a real depth map, not a constant
+        v = h.diag()
+        assert v['model'] == model, v
+        assert all(np.isfinite([o['odom'].pose.pose.position.x for o in outs]))
+    finally:
+        alive, rc = h.close()
+        mp.undo()
+    assert alive and rc == 0, h.node.log_text()
