@@ -355,3 +355,35 @@ def test_learned_K_moves_toward_the_true_K(tmp_path):
     # the history logs the learned K and its error against camera_info every epoch
     hist = [h['intrinsics'] for h in summary['history']]
     assert len(hist) == cfg.epochs and hist[-1]['fx_error'] < hist[0]['fx_error']
+
+
+@pytest.mark.timeout(120)
+def test_normalised_run_from_a_metric_checkpoint_gets_relative_translations(bag, tmp_path):
+    """--init with a metric checkpoint into a depth-normalised run: the pose net's translations
+    are divided by the start model's median depth (metres -> units of the median depth); from a
+    checkpoint trained normalised they are left alone."""
+    import re
+    metric = Trainer(_config(bag, tmp_path / 'metric', epochs=1, max_steps=1, init_depth=10.0))
+    metric.fit()
+    ck = tmp_path / 'metric' / 'weights_0'
+    rows = metric.model._rows('translation')
+    start = metric.model._last_pose_conv()
+    tr = Trainer(_config(bag, tmp_path / 'norm', init=str(ck), depth_normalization='sample'))
+    note = next(n for n in tr.init_notes if 'median depth' in n)
+    med = float(re.search(r'median depth ([0-9.]+)', note).group(1))
+    assert 5.0 < med < 20.0, note                      # the metric start put depth near 10 m
+    new = tr.model._last_pose_conv()
+    np.testing.assert_allclose(new.bias[rows].detach(), start.bias[rows].detach() / med, rtol=2e-3)
+    np.testing.assert_allclose(new.weight[rows].detach(), start.weight[rows].detach() / med,
+                               rtol=2e-3, atol=1e-9)
+    rot = metric.model._rows('rotation')
+    assert torch.equal(new.bias[rot].detach(), start.bias[rot].detach())     # rotation unchanged
+    # a checkpoint trained normalised already predicts relative translations
+    tr.config.max_steps, tr.config.epochs = 1, 1
+    tr.fit()
+    tr3 = Trainer(_config(bag, tmp_path / 'norm2', init=str(tmp_path / 'norm' / 'weights_0'),
+                          depth_normalization='sequence'))
+    assert not any('median depth' in n for n in tr3.init_notes), tr3.init_notes
+    # a metric run from a metric checkpoint is untouched
+    tr4 = Trainer(_config(bag, tmp_path / 'metric2', init=str(ck)))
+    assert torch.equal(tr4.model._last_pose_conv().bias.detach(), start.bias.detach())

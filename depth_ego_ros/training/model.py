@@ -268,6 +268,21 @@ class SfMModel(nn.Module):
             if 'object_motion' in self.extras:      # the same reparametrisation, same function
                 _scale_object_translation(self.extras['object_motion'], old_t / self.translation_scale)
 
+    def rescale_translation(self, factor: float):
+        """Multiply what the pose network (and an object-motion net in ``extras``) predicts as
+        translation by ``factor`` -- a change of length unit, e.g. metres -> units of the
+        scene's median depth when a metric checkpoint starts a depth-normalised run."""
+        factor = float(factor)
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f'translation factor must be > 0, got {factor}')
+        last = self._last_pose_conv()
+        rows = torch.tensor(self._rows('translation'), device=last.weight.device)
+        with torch.no_grad():
+            last.weight[rows] *= factor
+            last.bias[rows] *= factor
+        if 'object_motion' in self.extras:
+            _scale_object_translation(self.extras['object_motion'], factor)
+
     def set_translation_scale(self, c: float):
         self.set_output_scales(translation=c)
 

@@ -256,6 +256,8 @@ class Trainer:
             self.init_notes.append(f'pose rotation scale {float(r):.3g}')
         # after the output scales: the object-motion net shares the translation scale
         self._build_extras(model, source)
+        if self.normalized and source is not None and self.resume_dir is None:
+            self._relative_translation_start(model, source)
         if self.missing_K:
             self.init_notes.append(f'no camera_info in {", ".join(Path(b).name for b in self.missing_K)}'
                                    ': learned K only, no K error for those')
@@ -317,6 +319,36 @@ class Trainer:
     def base_depth(self, disp: torch.Tensor) -> torch.Tensor:
         """Network disparity -> depth with the depth network's own convention (no normalisation)."""
         return self.model.disp_to_depth(disp, self.config.min_depth, self.config.max_depth)[1]
+
+    def _relative_translation_start(self, model: SfMModel, source, samples: int = 8):
+        """A depth-normalised run started from a checkpoint that was not (--init with a metric
+        model, or released weights): its pose net predicts translations in the checkpoint's
+        units (metres), while the loss now measures depth in units of the scene's median depth.
+        Left alone, the warps would start with motions median-depth times too long (x10 on a
+        street) and training collapsed to a constant depth. So the translation outputs are
+        divided by the start model's median depth on a few training samples. A checkpoint whose
+        train_config.json says it was trained normalised is left as it is."""
+        cfg = self.config
+        saved = Path(source) / CONFIG_FILE
+        try:
+            if json.loads(saved.read_text()).get('depth_normalization', 'none') != 'none':
+                return
+        except (OSError, ValueError, AttributeError):
+            pass                                  # no config: not one of ours, treat as metric
+        n = min(samples, len(self.train_set))
+        idx = np.linspace(0, len(self.train_set) - 1, n).round().astype(int)
+        images = torch.stack([self.train_set[int(i)]['image'] for i in idx])
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            disp = model.depth_disps(images)[0]
+            depth = model.disp_to_depth(disp, cfg.min_depth, cfg.max_depth)[1]
+        model.train(was_training)
+        med = float(depth.flatten(1).median(1).values.median())
+        if math.isfinite(med) and med > 0:
+            model.rescale_translation(1.0 / med)
+            self.init_notes.append(f'pose translation divided by the start model\'s median depth '
+                                   f'{med:.3g} (depth normalisation: relative units)')
 
     def _build_extras(self, model: SfMModel, source):
         """Optional further sub-networks in ``model.extras`` (before the optimiser is built:
