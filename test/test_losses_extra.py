@@ -281,3 +281,12 @@ def test_sequence_normalizer_keeps_frame_ratios_and_equalises_sequences():
     assert torch.equal(s2(highway, ['highway'] * 4, update=False), b)
     with pytest.raises(ValueError):
         norm(corridor, ['x'])
+    # no gradient along a sample's overall scale (the loss cannot observe it), the rest flows
+    x = corridor.clone().requires_grad_(True)
+    out = s2(x, ['c'] * 4, update=False)
+    assert torch.allclose(out, corridor / s2.scale('c'), rtol=1e-6)     # the value is unchanged
+    w = torch.rand(out.shape, generator=g)
+    (out * w).sum().backward()
+    along_scale = (x.grad * corridor).flatten(1).sum(1)                 # d/dlambda at lambda = 1
+    assert float(along_scale.abs().max()) < 1e-4 * float(x.grad.abs().sum())
+    assert float(x.grad.abs().sum()) > 0

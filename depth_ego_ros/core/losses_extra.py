@@ -407,9 +407,15 @@ class SequenceDepthNormalizer:
     between frames of one sequence; per-sequence normalisation keeps it while still bringing a
     corridor and a highway to comparable ranges. ``__call__(depth [B,1,H,W], sequence_ids (B
     hashables), mask=None, update=True)`` divides each sample by its sequence's scale (updated
-    first, as an exponential moving average of log-median with ``momentum``; the scale is a
-    constant for autograd). ``scale(seq)`` reads it; ``state_dict``/``load_state_dict`` keep it
-    in a checkpoint.
+    first, as an exponential moving average of log-median with ``momentum``). ``scale(seq)``
+    reads it; ``state_dict``/``load_state_dict`` keep it in a checkpoint.
+
+    Gradient: the value is ``depth / scale``, but each sample's overall scale gets no gradient
+    (computed as ``depth / median * (median / scale)`` with the second factor detached), exactly
+    as with per-sample normalisation. The loss cannot observe the network's overall depth scale
+    (translations are learned in the same units); with a plain detached divisor that free
+    direction still got gradients, the running scale chased them, and in training on a corridor
+    and a highway the raw depth drifted to ``max_depth`` everywhere (a constant depth map).
     """
 
     def __init__(self, momentum: float = 0.1):
@@ -442,7 +448,8 @@ class SequenceDepthNormalizer:
         if update:
             self.update(depth, ids, mask)
         s = torch.tensor([self.scale(i) for i in ids], dtype=depth.dtype, device=depth.device)
-        return depth / s.view(-1, 1, 1, 1)
+        med, _ = depth_statistics(depth, mask)
+        return depth / med * (med.detach() / s.view(-1, 1, 1, 1))
 
     def state_dict(self) -> dict:
         return {'momentum': self.momentum, 'log_scale': {str(k): v for k, v in self._log_scale.items()}}
