@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from depth_ego_ros.cli.main import main
 from depth_ego_ros.core import geometry as g
@@ -19,15 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 W, H = 128, 64                  # tiny images; network at the same size (multiples of 32)
 NET = ['--width', '128', '--height', '64', '--threads', '1', '--device', 'cpu']
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('torch_one_thread')]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,21 +4,12 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from depth_ego_ros.cli import evaluate as cli_evaluate
 from test_evaluate import NET, BagBuilder, _report, _run, synth_bag, world  # noqa: F401
 
 W, H = 128, 64
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('torch_one_thread')]
 
 
 def test_cli_choices_are_the_estimators():

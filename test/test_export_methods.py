@@ -5,21 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from depth_ego_ros.cli.main import main
 from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, build_networks, save_networks
 
 W, H = 128, 64
-pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures('torch_one_thread')]
 
 
 def _check_manifest(out, stdout):

@@ -16,7 +16,7 @@ from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training.config import TrainConfig, TrainConfigError
 from depth_ego_ros.training.trainer import STATE_FILE, Trainer, find_checkpoint
-from train_testing import fixed_batch, loss_on  # test/train_testing.py
+from train_testing import augmented_batch, loss_on, method_config  # test/train_testing.py
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
@@ -54,23 +54,7 @@ def frames():
 
 
 def _config(bag, out, **kw):
-    base = dict(bags=[str(bag)], out=str(out), width=W, height=H, batch_size=2, epochs=2,
-                lr=1e-3, val_fraction=0.0, augment=True, progress=False, tensorboard=False,
-                image_every=0, seed=0, scales=(0, 1), init_depth='off', pose_init='zero',
-                translation_scale=1.0, velocity_weight=0.0)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def _fixed_batch(trainer):
-    return fixed_batch(trainer, 4, seed=1)      # the same flips / colour jitter every time
-
-
-
-def _loss(trainer, batch):
-    """Loss on a fixed batch (see train_testing.loss_on)."""
-    return loss_on(trainer, batch)
-
+    return method_config(bag, out, W, H, **kw)
 
 
 def _new_parameters(tr, name):
@@ -99,8 +83,8 @@ def run(request, bag, tmp_path_factory):
     name = request.param
     out = tmp_path_factory.mktemp(name) / 'run'
     tr = Trainer(_config(bag, out, **METHODS[name]))
-    batch = _fixed_batch(tr)
-    before = _loss(tr, batch)
+    batch = augmented_batch(tr)
+    before = loss_on(tr, batch)
     # gradients reach the method's own parameters
     tr.optimizer.zero_grad(set_to_none=True)
     o, _ = tr.compute_loss(batch, train=True)
@@ -119,7 +103,7 @@ def run(request, bag, tmp_path_factory):
         grads.update(align_grads)
     tr.optimizer.zero_grad(set_to_none=True)
     summary = tr.fit()
-    after = _loss(tr, batch)
+    after = loss_on(tr, batch)
     return dict(name=name, tr=tr, out=out, before=before, after=after, summary=summary,
                 grads=grads, batch=batch)
 

@@ -18,9 +18,9 @@ from depth_ego_ros.core.object_motion import (OBJECT_MOTION_FILE, OBJECT_SIZE_FI
                                               load_object_size)
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 from depth_ego_ros.data.synth_bag import write_synth_bag
-from depth_ego_ros.training.config import TrainConfig, TrainConfigError
+from depth_ego_ros.training.config import TrainConfigError
 from depth_ego_ros.training.trainer import STATE_FILE, Trainer, TrainingError, find_checkpoint
-from train_testing import fixed_batch, loss_on  # test/train_testing.py
+from train_testing import augmented_batch, loss_on, method_config  # test/train_testing.py
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
@@ -59,23 +59,7 @@ def bags(tmp_path_factory):
 
 
 def _config(bag, out, **kw):
-    base = dict(bags=[str(bag)], out=str(out), width=W, height=H, batch_size=2, epochs=2,
-                lr=1e-3, val_fraction=0.0, augment=True, progress=False, tensorboard=False,
-                image_every=0, seed=0, scales=(0, 1), init_depth='off', pose_init='zero',
-                translation_scale=1.0, velocity_weight=0.0)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def _fixed_batch(trainer):
-    return fixed_batch(trainer, 4, seed=1)      # the same flips / colour jitter every time
-
-
-
-def _loss(trainer, batch):
-    """Loss on a fixed batch (see train_testing.loss_on)."""
-    return loss_on(trainer, batch)
-
+    return method_config(bag, out, W, H, **kw)
 
 
 def _object_outputs(tr, batch):
@@ -90,9 +74,9 @@ def om_run(bags, tmp_path_factory):
     """2 epochs x 3 steps with object motion (translation scale 5: folded into the file)."""
     out = tmp_path_factory.mktemp('om') / 'run'
     tr = Trainer(_config(bags / 'traffic', out, object_motion=True, translation_scale=5.0))
-    batch = _fixed_batch(tr)
+    batch = augmented_batch(tr)
     assert float(batch['instance_masks'].sum()) > 0        # the batch has objects
-    before = _loss(tr, batch)
+    before = loss_on(tr, batch)
     net = tr.model.extras['object_motion']
     omp = {'head': net.head.weight, 'conv1': net.encoder[0].weight}
     start = {k: p.detach().clone() for k, p in omp.items()}
@@ -102,7 +86,7 @@ def om_run(bags, tmp_path_factory):
     grads = {k: None if p.grad is None else p.grad.clone() for k, p in omp.items()}
     tr.optimizer.zero_grad(set_to_none=True)
     summary = tr.fit()
-    after = _loss(tr, batch)
+    after = loss_on(tr, batch)
     moved = {k: float((p.detach() - start[k]).abs().max()) for k, p in omp.items()}
     return dict(tr=tr, out=out, batch=batch, before=before, after=after, summary=summary,
                 grads=grads, moved=moved)
@@ -230,8 +214,8 @@ def test_object_size_prior_trains_saves_and_resumes(bags, tmp_path):
     prior = tr.model.extras['object_size']
     groups = [g for g in tr.optimizer.param_groups if any(p is prior.log_height for p in g['params'])]
     assert len(groups) == 1 and len(groups[0]['params']) == 1          # its own (faster) group
-    batch = _fixed_batch(tr)
-    before = _loss(tr, batch)
+    batch = augmented_batch(tr)
+    before = loss_on(tr, batch)
     assert float(before.terms['object_size']) > 0.5                  # 3 m is far from the cars
     assert float(before.terms['object_height']) == pytest.approx(3.0, rel=1e-5)
     tr.optimizer.zero_grad(set_to_none=True)
@@ -240,7 +224,7 @@ def test_object_size_prior_trains_saves_and_resumes(bags, tmp_path):
     assert prior.log_height.grad is not None and float(prior.log_height.grad.abs().sum()) > 0
     tr.optimizer.zero_grad(set_to_none=True)
     summary = tr.fit()
-    after = _loss(tr, batch)
+    after = loss_on(tr, batch)
     assert float(after.terms['object_size']) < float(before.terms['object_size'])
     assert float(after.total) < float(before.total)
     rec = summary['history'][-1]['train']

@@ -6,6 +6,8 @@ auto-mask's tie-break noise is seeded.
 """
 import torch
 
+from depth_ego_ros.training.config import TrainConfig
+
 
 def fixed_batch(trainer, batch_size: int, seed: int | None = None) -> dict:
     """The first ``batch_size`` samples of the training set, in order (``seed``: the same
@@ -32,3 +34,20 @@ def loss_on(trainer, batch):
         for m, mom in zip(bns, momenta):
             m.momentum = mom
     return out
+
+
+def method_config(bag, out, width: int, height: int, **kw) -> TrainConfig:
+    """A two-epoch run on one small bag from random weights with the extras off (no metric
+    start, zero pose init, no velocity loss), so a method's own terms decide the loss; ``kw``
+    overrides anything."""
+    base = dict(bags=[str(bag)], out=str(out), width=width, height=height, batch_size=2, epochs=2,
+                lr=1e-3, val_fraction=0.0, augment=True, progress=False, tensorboard=False,
+                image_every=0, seed=0, scales=(0, 1), init_depth='off', pose_init='zero',
+                translation_scale=1.0, velocity_weight=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def augmented_batch(trainer) -> dict:
+    """Four samples with the same flips / colour jitter every time (seeded)."""
+    return fixed_batch(trainer, 4, seed=1)
