@@ -49,11 +49,32 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or does not fit the network."""
 
 
-def _listing(items) -> str:
+def listing(items) -> str:
+    """``a, b, c, ... (N more)``: the first names of a long list for an error message."""
     items = list(items)
     shown = ', '.join(items[:_MAX_LISTED])
     more = len(items) - _MAX_LISTED
     return shown + (f', ... ({more} more)' if more > 0 else '')
+
+
+def state_dict_mismatches(own: Mapping, tensors: Mapping, prefix: str = '',
+                          required=lambda key: True) -> list[str]:
+    """How the tensors of a checkpoint differ from a network's own state dict, as message parts
+    (missing keys, unexpected keys, shape mismatches, every one of them); empty when it fits.
+    ``prefix`` is put back in front of the names shown (the checkpoint's own spelling);
+    ``required(key)`` says whether a key the checkpoint lacks counts as missing."""
+    missing = [prefix + k for k in own if k not in tensors and required(k)]
+    unexpected = [prefix + k for k in tensors if k not in own]
+    mismatched = [f'{prefix}{k}: checkpoint {tuple(tensors[k].shape)} vs network {tuple(own[k].shape)}'
+                  for k in tensors if k in own and tuple(tensors[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f'missing keys ({len(missing)}): {listing(missing)}')
+    if unexpected:
+        parts.append(f'unexpected keys ({len(unexpected)}): {listing(unexpected)}')
+    if mismatched:
+        parts.append(f'shape mismatches ({len(mismatched)}): {listing(mismatched)}')
+    return parts
 
 
 def read_state_dict(path: str | os.PathLike) -> dict:
@@ -86,20 +107,12 @@ def load_into(module: nn.Module, path: str | os.PathLike,
     extras = {k: v for k, v in data.items() if not torch.is_tensor(v)}
     own = module.state_dict()
 
-    missing = [k for k in own if k not in tensors
-               and not k.endswith(_OPTIONAL_SUFFIXES) and not k.startswith(_OPTIONAL_PREFIXES)]
-    unexpected = [k for k in tensors if k not in own]
-    mismatched = [f'{k}: checkpoint {tuple(tensors[k].shape)} vs network {tuple(own[k].shape)}'
-                  for k in tensors if k in own and tuple(tensors[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
+    mismatches = state_dict_mismatches(
+        own, tensors, required=lambda k: not (k.endswith(_OPTIONAL_SUFFIXES)
+                                              or k.startswith(_OPTIONAL_PREFIXES)))
+    if mismatches:
         parts = [f'{path}: state dict does not fit {type(module).__name__}'
-                 f'{_describe(module)}']
-        if missing:
-            parts.append(f'missing keys ({len(missing)}): {_listing(missing)}')
-        if unexpected:
-            parts.append(f'unexpected keys ({len(unexpected)}): {_listing(unexpected)}')
-        if mismatched:
-            parts.append(f'shape mismatches ({len(mismatched)}): {_listing(mismatched)}')
+                 f'{_describe(module)}', *mismatches]
         hint = _hint(tensors, module)
         if hint:
             parts.append(hint)

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, listing, state_dict_mismatches
 from .networks.packnet import PackNet01
 
 __all__ = ['read_packnet_ckpt', 'extract_depth_state_dict', 'infer_packnet_args',
@@ -45,13 +45,6 @@ __all__ = ['read_packnet_ckpt', 'extract_depth_state_dict', 'infer_packnet_args'
 
 #: prefixes of the depth network's keys, tried in this order
 DEPTH_PREFIXES = ('model.depth_net.', 'depth_net.', 'model.disp_network.', 'disp_network.')
-_MAX_LISTED = 12
-
-
-def _listing(items) -> str:
-    items = list(items)
-    more = len(items) - _MAX_LISTED
-    return ', '.join(items[:_MAX_LISTED]) + (f', ... ({more} more)' if more > 0 else '')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,7 +165,7 @@ def read_packnet_ckpt(path: str | os.PathLike) -> dict:
         if data and all(torch.is_tensor(v) for v in data.values()):
             data = {'state_dict': data}
         else:
-            raise CheckpointError(f'{path}: no "state_dict" entry (keys: {_listing(map(str, data))})')
+            raise CheckpointError(f'{path}: no "state_dict" entry (keys: {listing(map(str, data))})')
     sd = data['state_dict']
     if not isinstance(sd, Mapping):
         raise CheckpointError(f'{path}: "state_dict" is a {type(sd).__name__}, not a mapping')
@@ -202,7 +195,7 @@ def extract_depth_state_dict(state_dict: Mapping) -> tuple[dict, str, list]:
             prefix = ''
         else:
             raise CheckpointError('no depth-network keys found (expected keys starting with one of '
-                                  f'{", ".join(DEPTH_PREFIXES)}); first keys: {_listing(keys)}')
+                                  f'{", ".join(DEPTH_PREFIXES)}); first keys: {listing(keys)}')
     out, ignored = {}, []
     for k in keys:
         if not k.startswith(prefix):
@@ -285,20 +278,11 @@ def load_packnet_checkpoint(path: str | os.PathLike, net: PackNet01 | None = Non
 
 
 def _load_exact(net: nn.Module, sd: Mapping, path: Path, prefix: str, args: dict):
-    own = net.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [prefix + k for k in sd if k not in own]
-    mismatched = [f'{prefix}{k}: checkpoint {tuple(sd[k].shape)} vs network {tuple(own[k].shape)}'
-                  for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
+    mismatches = state_dict_mismatches(net.state_dict(), sd, prefix)
+    if mismatches:
         parts = [f'{path}: depth state dict (prefix {prefix!r}) does not fit '
-                 f'PackNet01(version={getattr(net, "version", "?")!r}, width={getattr(net, "width", "?")})']
-        if missing:
-            parts.append(f'missing keys ({len(missing)}): {_listing(prefix + k for k in missing)}')
-        if unexpected:
-            parts.append(f'unexpected keys ({len(unexpected)}): {_listing(unexpected)}')
-        if mismatched:
-            parts.append(f'shape mismatches ({len(mismatched)}): {_listing(mismatched)}')
+                 f'PackNet01(version={getattr(net, "version", "?")!r}, width={getattr(net, "width", "?")})',
+                 *mismatches]
         want = {k: args[k] for k in ('version', 'width', 'd') if k in args}
         have = {'version': getattr(net, 'version', None), 'width': getattr(net, 'width', None),
                 'd': getattr(net, 'd', None)}
