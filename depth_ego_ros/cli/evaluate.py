@@ -5,11 +5,9 @@ import argparse
 import logging
 import sys
 
-# core.estimator.MODELS / POSE_MODELS, spelled out so that building the parser (`depth-ego
-# --help`) does not import torch; test_evaluate_inputs checks that they are the same.
-MODELS = ('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5', 'packnet01-w0.25')
-POSE_MODELS = ('monodepth2', 'posexp')
-_MODELS, _POSE_MODELS = MODELS, POSE_MODELS
+# torch-free, so that building the parser (`depth-ego --help`) does not import torch
+from ..core.names import MODELS, POSE_MODELS
+
 
 HELP = 'evaluate depth and ego-motion on a bag with ground truth (report.json + plots)'
 DESCRIPTION = """\
@@ -100,9 +98,9 @@ def add_parser(subparsers):
     t.add_argument('--rpe-delta', type=float, default=1.0, help='RPE pair distance (default 1)')
     t.add_argument('--rpe-unit', choices=('frames', 'm'), default='frames')
     e = p.add_argument_group('estimator (when the network runs)')
-    e.add_argument('--model', choices=_MODELS, default=None,
+    e.add_argument('--model', choices=MODELS, default=None,
                    help='depth network (default: from the checkpoint, else resnet18)')
-    e.add_argument('--pose-model', choices=_POSE_MODELS, default=None,
+    e.add_argument('--pose-model', choices=POSE_MODELS, default=None,
                    help='pose network: monodepth2 or posexp (SfMLearner PoseExpNet); default: '
                    'from the checkpoint, else monodepth2')
     e.add_argument('--learned-intrinsics', action=argparse.BooleanOptionalAction, default=None,

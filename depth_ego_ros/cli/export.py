@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .evaluate import MODELS, POSE_MODELS   # core.estimator's names, without importing torch
+from ..core.names import MODELS, POSE_MODELS   # torch-free
 
 HELP = 'export the depth and pose networks (ONNX / TorchScript / TensorRT) and check them'
 DESCRIPTION = """\

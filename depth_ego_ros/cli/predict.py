@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-# the names only (core.estimator imports torch: keep `depth-ego --help` fast)
-MODELS = ('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5', 'packnet01-w0.25')
-POSE_MODELS = ('monodepth2', 'posexp')
+from ..core.names import MODELS, POSE_MODELS   # torch-free
 
 HELP = 'depth maps (and chained camera poses) for image files'
 DESCRIPTION = """\

@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 
+from ..core.names import MODELS, POSE_MODELS   # torch-free
+
 HELP = 'train / fine-tune the depth and pose networks on bags (self-supervised)'
 DESCRIPTION = """\
 Train depth and pose networks (monodepth2's by default; PackNet01, PoseExpNet with
@@ -51,10 +53,9 @@ def add_parser(subparsers):
                    help='continue a run: networks, optimiser and progress from DIR (a weights_N '
                    'directory or a run directory); without DIR: OUT/latest')
     g = p.add_argument_group('networks')
-    g.add_argument('--model', choices=('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5',
-                                       'packnet01-w0.25'),
+    g.add_argument('--model', choices=MODELS,
                    help=f'depth network (default {d.model}); packnet01* = PackNet01 at that width')
-    g.add_argument('--pose-model', choices=('monodepth2', 'posexp'),
+    g.add_argument('--pose-model', choices=POSE_MODELS,
                    help=f"pose network (default {d.pose_model}); posexp = SfMLearner's PoseExpNet")
     g.add_argument('--explainability-weight', type=float,
                    help=f'posexp: explainability regulariser weight; > 0 also weights the '

@@ -51,6 +51,7 @@ from .device_ops import (ENCODINGS, Uploader, check_image, depth_to_cloud, pixel
                          split_cloud, to_network_input, to_rgb, upsample_disparity)
 from .export import ONNX_OPSET, export_onnx, read_manifest
 from .geometry import backproject, intrinsics_for_resize, pose_vec_to_mat
+from .names import MODELS, PACKNET_WIDTHS, POSE_MODELS
 from .networks.depth_decoder import DepthDecoder, disp_to_depth
 from .networks.pose_decoder import PoseDecoder
 from .networks.intrinsics_head import IntrinsicsHead, RunningIntrinsics
@@ -67,12 +68,7 @@ __all__ = ['EstimatorConfig', 'Estimator', 'EstimatorOutput', 'Frame', 'DepthNet
 
 log = logging.getLogger(__name__)
 
-#: EstimatorConfig.model: depth network (the ResNet models also name the pose encoder)
-PACKNET_WIDTHS = {'packnet01': 1.0, 'packnet01-w0.5': 0.5, 'packnet01-w0.25': 0.25}
-MODELS = ('resnet18', 'resnet50') + tuple(PACKNET_WIDTHS)
-#: EstimatorConfig.pose_model
-POSE_MODELS = ('monodepth2', 'posexp')
-_MODELS = MODELS
+# EstimatorConfig.model / .pose_model choices (core/names.py)
 _SCALE_MODES = ('none', 'relative', 'fixed', 'camera_height', 'speed')
 
 #: monodepth2's KITTI intrinsics, normalised by the image size (fx/W, fy/H, cx/W, cy/H)

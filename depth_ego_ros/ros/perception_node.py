@@ -50,6 +50,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
+from depth_ego_ros.core.names import MODELS, POSE_MODELS   # torch-free
 from depth_ego_ros.ros import conversions as conv
 from depth_ego_ros.ros import qos
 from depth_ego_ros.ros.node_main import run_node
@@ -62,16 +63,6 @@ DEFAULT_CAMERA_FRAME = 'camera_optical_frame'
 _OPTICAL_RPY = [-math.pi / 2, 0.0, -math.pi / 2]   # base (x fwd, z up) -> optical (z fwd, y down)
 
 
-def _estimator_choices():
-    try:     # core.estimator imports torch: the table falls back to the known names without it
-        from depth_ego_ros.core.estimator import MODELS, POSE_MODELS
-        return tuple(MODELS), tuple(POSE_MODELS)
-    except ImportError:
-        return (('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5', 'packnet01-w0.25'),
-                ('monodepth2', 'posexp'))
-
-
-_MODELS, _POSE_MODELS = _estimator_choices()
 
 
 def _is_cuda_n(v) -> bool:
@@ -87,9 +78,9 @@ PARAMS = [
           read_only=True),
     Param('model', 'resnet18', 'depth network: resnet18 / resnet50 (monodepth2) or packnet01, '
           'packnet01-w0.5, packnet01-w0.25 (PackNet01; a PackNet-SfM .ckpt file also works as '
-          'checkpoint)', choices=_MODELS, read_only=True),
+          'checkpoint)', choices=MODELS, read_only=True),
     Param('pose_model', 'monodepth2', 'pose network: monodepth2 (ResNet pose net) or posexp '
-          '(SfMLearner PoseExpNet, also gives the explainability output)', choices=_POSE_MODELS,
+          '(SfMLearner PoseExpNet, also gives the explainability output)', choices=POSE_MODELS,
           read_only=True),
     Param('learned_intrinsics', False, 'use the intrinsics learned by the pose network\'s head '
           'when no camera_info has been received (frames then need no camera_info; a valid '

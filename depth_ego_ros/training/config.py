@@ -14,11 +14,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.names import MODELS, POSE_MODELS   # torch-free
+
 __all__ = ['TrainConfig', 'TrainConfigError', 'CONFIG_FILE']
 
 CONFIG_FILE = 'train_config.json'
-_MODELS = ('resnet18', 'resnet50', 'packnet01', 'packnet01-w0.5', 'packnet01-w0.25')
-_POSE_MODELS = ('monodepth2', 'posexp')
 _DEPTH_NORMALIZATIONS = ('none', 'sample', 'sequence')
 _POSE_INITS = ('auto', 'zero', 'forward')
 
@@ -203,15 +203,15 @@ class TrainConfig:
             errs.append('out: give an output directory (--out)')
         elif Path(self.out).exists() and not Path(self.out).is_dir():
             errs.append(f'out: {self.out} exists and is not a directory')
-        if self.model not in _MODELS:
-            errs.append(f"model must be one of {', '.join(_MODELS)} (got {self.model!r})")
+        if self.model not in MODELS:
+            errs.append(f"model must be one of {', '.join(MODELS)} (got {self.model!r})")
         for name in ('width', 'height'):
             v = getattr(self, name)
             if not is_int(v) or v < 64 or v % 32:
                 errs.append(f'{name} must be a multiple of 32 and at least 64 (the encoder '
                             f'downsamples by 32 and the decoder pads by 1), got {v!r}')
-        if self.pose_model not in _POSE_MODELS:
-            errs.append(f"pose_model must be one of {', '.join(_POSE_MODELS)} (got {self.pose_model!r})")
+        if self.pose_model not in POSE_MODELS:
+            errs.append(f"pose_model must be one of {', '.join(POSE_MODELS)} (got {self.pose_model!r})")
         if not (is_num(self.explainability_weight) and self.explainability_weight >= 0):
             errs.append(f'explainability_weight must be a finite number >= 0, got '
                         f'{self.explainability_weight!r}')

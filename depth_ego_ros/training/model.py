@@ -57,8 +57,9 @@ import torch
 from torch import nn
 
 from ..core import checkpoints as ckpt
-from ..core.estimator import PACKNET_WIDTHS, build_networks
+from ..core.estimator import build_networks
 from ..core.geometry import pose_vec_to_mat
+from ..core.names import PACKNET_WIDTHS, POSE_MODELS
 from ..core.networks.depth_decoder import disp_to_depth as md2_disp_to_depth
 from ..core.object_motion import (ObjectMotionNet, ObjectSizePrior, load_object_motion,
                                   load_object_size, save_object_motion, save_object_size)
@@ -393,8 +394,8 @@ def build_model(model: str = 'resnet18', checkpoint: str | os.PathLike | None = 
     Returns (model in train mode on the CPU, info) with info['pose_from_checkpoint'],
     info['intrinsics_from_checkpoint'], info['meta'].
     """
-    if pose_model not in ('monodepth2', 'posexp'):
-        raise ValueError(f"pose_model must be 'monodepth2' or 'posexp', got {pose_model!r}")
+    if pose_model not in POSE_MODELS:
+        raise ValueError(f"pose_model must be one of {', '.join(POSE_MODELS)}, got {pose_model!r}")
     ck_pose = None
     if checkpoint is not None and Path(checkpoint).is_dir():
         ck_pose = ckpt.read_checkpoint_meta(checkpoint).get('pose_model')
