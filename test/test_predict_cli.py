@@ -120,3 +120,23 @@ def test_predict_help_states_pose_direction(capsys):
         main(['predict', '--help'])
     text = capsys.readouterr().out
     assert 'camera->world' in text and 'index tx ty tz qx qy qz qw' in text
+
+
+def test_predict_learned_intrinsics_on_by_checkpoint_and_off_by_flag(images, tmp_path, capsys):
+    """A checkpoint with an intrinsics head: the learned K is used by default (no note about
+    assuming KITTI's K); --no-learned-intrinsics ignores the head and falls back to that K."""
+    from depth_ego_ros.core.estimator import save_networks
+    depth, pose, _ = build_networks('resnet18', learned_intrinsics=True, seed=5)
+    ck = save_networks(tmp_path / 'ckpt', depth, pose, model='resnet18', height=64, width=128)
+    runs = {}
+    for name, flags in (('learned', []), ('off', ['--no-learned-intrinsics'])):
+        out = tmp_path / name
+        rc = main(['predict', *map(str, images[:2]), '--out', str(out), '--checkpoint', str(ck),
+                   '--device', 'cpu', '--threads', '1', *flags])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        runs[name] = (err, _read_poses(out / 'poses.txt'))
+    assert 'KITTI' not in runs['learned'][0]
+    assert 'KITTI' in runs['off'][0]
+    # K does not enter the networks: the same poses either way
+    np.testing.assert_allclose(runs['learned'][1], runs['off'][1], atol=1e-6)

@@ -59,9 +59,10 @@ def add_parser(subparsers):
                    help='depth network (default: detected from the checkpoint, else resnet18)')
     p.add_argument('--pose-model', choices=list(POSE_MODELS), default=None,
                    help='pose network (default: detected from the checkpoint, else monodepth2)')
-    p.add_argument('--learned-intrinsics', action='store_true', default=None,
+    p.add_argument('--learned-intrinsics', action=argparse.BooleanOptionalAction, default=None,
                    help='use the intrinsics head (default: on when the checkpoint has '
-                        'intrinsics.pth); without --K/--fx the learned K is used')
+                        'intrinsics.pth; --no-learned-intrinsics ignores it); without --K/--fx '
+                        'the learned K is used')
     p.add_argument('--width', type=int, default=None,
                    help='network input width (default: from encoder.pth, else 640)')
     p.add_argument('--height', type=int, default=None,
