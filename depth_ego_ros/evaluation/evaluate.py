@@ -35,10 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.geometry import (intrinsics_for_resize, points_to_depth_image, pose_from_tq_xyzw,
-                             project_points_to_image, relative_poses)
+from ..core.geometry import intrinsics_for_resize, relative_poses
 from ..data import bag_reader as br
 from . import trajectory as tr
+from .bag_inputs import (BagTopics, EvaluationError, StampedTopic, auto_camera_info, auto_camera_topic,
+                         cloud_depth_image, dt_stats, nearest_stamp, parse_extrinsic,
+                         poses_from_samples, resize_depth, stamp_span, to_camera_frame)
 from .metrics import DepthEvalConfig, DepthMetricsAccumulator
 
 __all__ = ['EvaluateConfig', 'EvaluationError', 'evaluate', 'resize_depth', 'parse_extrinsic',
@@ -50,10 +52,6 @@ SCALINGS = ('median', 'none', 'fixed')
 ALIGNS = ('se3', 'sim3', 'scale', 'none')
 POSE_ASSOCIATIONS = ('nearest', 'interpolate')
 
-
-class EvaluationError(ValueError):
-    """The evaluation cannot run as asked (missing topic, nothing associated, bad option...).
-    The message says what is wrong and, where possible, what to do."""
 
 
 @dataclass
@@ -154,159 +152,6 @@ class EvaluateConfig:
     def recorded_mode(self) -> bool:
         return bool(self.pred_depth or self.pred_odom)
 
-
-# ----------------------------------------------------------------------------------------------
-# small helpers
-# ----------------------------------------------------------------------------------------------
-def parse_extrinsic(values) -> np.ndarray:
-    """7 numbers ``x y z qx qy qz qw`` or 16 numbers (row-major 4x4) -> 4x4 ``T_cam_lidar``."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    if v.size == 7:
-        return pose_from_tq_xyzw(v[:3], v[3:])
-    if v.size == 16:
-        T = v.reshape(4, 4)
-        if not np.allclose(T[3], [0, 0, 0, 1]) or not np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-4):
-            raise EvaluationError('the 4x4 LiDAR->camera extrinsic must be a rigid transform '
-                                  '(orthonormal rotation, last row 0 0 0 1)')
-        return T
-    raise EvaluationError(f'a LiDAR->camera extrinsic needs 7 numbers (x y z qx qy qz qw) or 16 '
-                          f'(4x4 row-major), got {v.size}')
-
-
-def resize_depth(depth: np.ndarray, hw) -> np.ndarray:
-    """Resize a depth map to (H, W) by bilinear interpolation of its inverse (monodepth2's
-    practice: interpolate disparity, then invert); invalid (non-finite, <= 0) stays invalid."""
-    import torch
-    import torch.nn.functional as F
-    d = np.asarray(depth, dtype=np.float32)
-    if d.shape == tuple(hw):
-        return d
-    valid = np.isfinite(d) & (d > 0)
-    disp = np.where(valid, 1.0 / np.where(valid, d, 1.0), 0.0).astype(np.float32)
-    t = torch.from_numpy(np.stack([disp, valid.astype(np.float32)]))[None]
-    r = F.interpolate(t, size=tuple(hw), mode='bilinear', align_corners=False)[0].numpy()
-    out = np.full(tuple(hw), np.nan, np.float32)
-    ok = r[1] > 0.999           # every contributing source pixel valid
-    out[ok] = 1.0 / np.maximum(r[0][ok], 1e-12)
-    return out
-
-
-def cloud_depth_image(points: np.ndarray, T_cam_cloud: np.ndarray, K: np.ndarray, width: int,
-                      height: int) -> tuple[np.ndarray, dict]:
-    """Sparse GT depth image (float32, NaN = no point) from a cloud, plus projection figures."""
-    uv, z, mask = project_points_to_image(points, T_cam_cloud, K, width, height)
-    depth = points_to_depth_image(points, T_cam_cloud, K, width, height)
-    depth[depth <= 0] = np.nan
-    filled = np.isfinite(depth)
-    stats = {'n_points': int(len(points)), 'n_in_image': int(mask.sum()),
-             'n_pixels': int(filled.sum()),
-             'z_median_in_image': float(np.median(z[mask])) if mask.any() else None}
-    return depth, stats
-
-
-def _nearest(sorted_stamps: np.ndarray, t: float):
-    """(index, |dt|) of the stamp nearest to t in an ascending array (None, inf when empty)."""
-    n = sorted_stamps.size
-    if n == 0:
-        return None, math.inf
-    j = int(np.searchsorted(sorted_stamps, t))
-    best, best_dt = None, math.inf
-    for k in (j - 1, j):
-        if 0 <= k < n:
-            dt = abs(float(sorted_stamps[k]) - t)
-            if dt < best_dt:
-                best, best_dt = k, dt
-    return best, best_dt
-
-
-def _dt_stats(dts) -> dict:
-    d = np.asarray(dts, dtype=np.float64)
-    if d.size == 0:
-        return {'n': 0}
-    return {'n': int(d.size), 'max_s': float(d.max()), 'mean_s': float(d.mean()),
-            'median_s': float(np.median(d))}
-
-
-def _span(st) -> str:
-    st = np.asarray(st, dtype=np.float64)
-    return f'{st.min():.3f}..{st.max():.3f} s' if st.size else 'none'
-
-
-@dataclass
-class _StampedTopic:
-    """Header stamps (and frame ids) of one topic's messages, by ordinal in bag order."""
-    topic: str
-    msgtype: str
-    stamps: list = field(default_factory=list)
-    frame_ids: set = field(default_factory=set)
-
-    def sorted(self):
-        st = np.asarray(self.stamps, dtype=np.float64)
-        order = np.argsort(st, kind='stable')
-        return st[order], order
-
-
-class _Bag:
-    """Topics of one bag, with checks that name what is missing."""
-
-    def __init__(self, path, what='bag'):
-        from ..data.bags import BagError, bag_topics
-        self.path = Path(path)
-        self.what = what
-        try:
-            self.topics = bag_topics(self.path)
-        except (BagError, OSError, ValueError) as exc:
-            raise EvaluationError(f'cannot read {what} {self.path}: {exc}') from None
-        if not self.topics:
-            raise EvaluationError(f'{what} {self.path} has no topics (empty bag)')
-        if not any(t['count'] for t in self.topics.values()):
-            raise EvaluationError(f'{what} {self.path} has no messages (empty bag)')
-
-    def listing(self) -> str:
-        return ', '.join(f'{t} ({v["type"].split("/")[-1]}, {v["count"]})'
-                         for t, v in sorted(self.topics.items()))
-
-    def require(self, topic: str, role: str, types) -> str:
-        if topic not in self.topics:
-            raise EvaluationError(f"topic '{topic}' ({role}) is not in {self.what} {self.path}; "
-                                  f'its topics: {self.listing()}')
-        msgtype = self.topics[topic]['type']
-        if msgtype not in types:
-            raise EvaluationError(f"topic '{topic}' ({role}) has type {msgtype}; expected "
-                                  f"{' or '.join(types)}")
-        if self.topics[topic]['count'] == 0:
-            raise EvaluationError(f"topic '{topic}' ({role}) has no messages in {self.path}")
-        return msgtype
-
-    def of_type(self, types) -> list[str]:
-        return sorted(t for t, v in self.topics.items() if v['type'] in types and v['count'])
-
-
-def _auto_camera_topic(bag: _Bag, exclude) -> str | None:
-    cands = [t for t in bag.of_type(br.IMAGE_TYPES) if t not in exclude]
-    # not a depth image, not an instance/segmentation mask (the last name part says so)
-    colour = [t for t in cands if 'depth' not in t.lower()
-              and 'mask' not in t.rstrip('/').rsplit('/', 1)[-1].lower()]
-    if len(colour) == 1:
-        return colour[0]
-    if len(cands) == 1:
-        return cands[0]
-    return None
-
-
-def _auto_camera_info(bag: _Bag, camera_topic: str | None) -> str | None:
-    infos = bag.of_type((br.CAMERA_INFO,))
-    if camera_topic:
-        ns = camera_topic.rstrip('/').rsplit('/', 1)[0]
-        if camera_topic.endswith('/compressed'):
-            ns = ns.rsplit('/', 1)[0]
-        sib = f'{ns}/camera_info'
-        if sib in infos:
-            return sib
-        infos = [i for i in infos if 'depth' not in i.lower()] or infos
-    return infos[0] if len(infos) == 1 else None
-
-
 def _versions() -> dict:
     import platform
     out = {'python': platform.python_version(), 'numpy': np.__version__}
@@ -322,84 +167,6 @@ def _versions() -> dict:
         except metadata.PackageNotFoundError:   # optional packages
             continue
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# ground-truth poses
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class _Poses:
-    """Stamped poses of one frame (child) in a fixed frame (parent), as read."""
-    stamps: np.ndarray
-    poses: np.ndarray
-    parent: str
-    child: str
-    source: str
-
-    def trajectory(self) -> tr.Trajectory:
-        return tr.Trajectory(self.poses, self.stamps)
-
-
-def _select_tf_pair(samples, child_wanted, parent_wanted, static: br.StaticTransforms, what: str):
-    pairs = {}
-    for st, T, parent, child in samples:
-        pairs.setdefault((parent.lstrip('/'), child.lstrip('/')), []).append((st, T))
-    if not pairs:
-        raise EvaluationError(f'{what}: no transforms')
-    cands = list(pairs)
-    if parent_wanted:
-        cands = [p for p in cands if p[0] == parent_wanted.lstrip('/')]
-    if child_wanted:
-        exact = [p for p in cands if p[1] == child_wanted.lstrip('/')]
-        if exact:
-            cands = exact
-        else:   # a child connected to the wanted one through /tf_static
-            cands = [p for p in cands if static.lookup(p[1], child_wanted) is not None]
-    if len(cands) != 1:
-        raise EvaluationError(f'{what}: cannot tell which transform is the ground truth '
-                              f'(candidates {cands or sorted(pairs)}); give the parent/child frames '
-                              '(--gt-tf-parent / --gt-tf-child)')
-    return cands[0], pairs[cands[0]]
-
-
-def _poses_from_samples(samples, msgtype: str, topic: str, static, camera_frame, tf_parent=None,
-                        tf_child=None) -> _Poses:
-    what = f"poses on '{topic}'"
-    if msgtype == br.TF_MESSAGE or any(s[3] for s in samples) and len({(s[2], s[3]) for s in samples}) > 1:
-        (parent, child), items = _select_tf_pair(samples, tf_child or camera_frame, tf_parent, static, what)
-    else:
-        parent, child = (samples[0][2], samples[0][3]) if samples else ('', '')
-        items = [(s[0], s[1]) for s in samples]
-    if not items:
-        raise EvaluationError(f'{what}: no poses')
-    st = np.array([i[0] for i in items])
-    P = np.stack([i[1] for i in items])
-    order = np.argsort(st, kind='stable')
-    return _Poses(st[order], P[order], parent, child, topic)
-
-
-def _to_camera_frame(p: _Poses, camera_frame: str | None, static: br.StaticTransforms,
-                     notes: list, warnings_: list, label: str) -> tr.Trajectory:
-    """Poses of ``p.child`` -> poses of the camera frame (right-multiplied by the static
-    ``T_child_camera``) when the child is another frame."""
-    traj = p.trajectory()
-    child = p.child.lstrip('/')
-    if not child:
-        notes.append(f'{label}: {p.source} gives no child frame; its poses are taken as the '
-                     f'camera ({camera_frame or "optical frame"}) poses')
-        return traj
-    if not camera_frame or child == camera_frame.lstrip('/'):
-        notes.append(f'{label}: poses of {child} in {p.parent or "?"} (the camera frame)')
-        return traj
-    T = static.lookup(child, camera_frame)
-    if T is None:
-        warnings_.append(f'{label}: poses are of frame {child!r}, but no static transform links it '
-                         f'to the camera frame {camera_frame!r}: compared as if they were the '
-                         'camera poses (add /tf_static to the bag)')
-        return traj
-    notes.append(f'{label}: poses of {child} converted to the camera frame {camera_frame} with the '
-                 f'static transform {child} -> {camera_frame}')
-    return tr.Trajectory(traj.poses @ T, traj.stamps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,8 +187,8 @@ class _Run:
     # -- pass A ------------------------------------------------------------------------------
     def index(self):
         cfg = self.cfg
-        self.bag = _Bag(cfg.bag, 'bag')
-        self.pbag = _Bag(cfg.pred_bag, 'prediction bag') if cfg.pred_bag else self.bag
+        self.bag = BagTopics(cfg.bag, 'bag')
+        self.pbag = BagTopics(cfg.pred_bag, 'prediction bag') if cfg.pred_bag else self.bag
         same = self.pbag is self.bag
         self.mode = 'recorded' if cfg.recorded_mode else 'estimator'
         roles = {}   # role -> (bag, topic, msgtype)
@@ -443,7 +210,7 @@ class _Run:
         if cam:
             roles['camera'] = (self.bag, cam, self.bag.require(cam, 'camera', br.IMAGE_TYPES))
         else:
-            cam = _auto_camera_topic(self.bag, {cfg.gt_depth, cfg.pred_depth})
+            cam = auto_camera_topic(self.bag, {cfg.gt_depth, cfg.pred_depth})
             if cam:
                 roles['camera'] = (self.bag, cam, self.bag.topics[cam]['type'])
                 self.notes.append(f'camera topic auto-detected: {cam}')
@@ -457,7 +224,7 @@ class _Run:
         if info:
             roles['camera_info'] = (self.bag, info, self.bag.require(info, 'camera info', (br.CAMERA_INFO,)))
         else:
-            info = _auto_camera_info(self.bag, cam)
+            info = auto_camera_info(self.bag, cam)
             if info:
                 roles['camera_info'] = (self.bag, info, br.CAMERA_INFO)
         if cfg.gt_cloud and 'camera_info' not in roles:
@@ -495,7 +262,7 @@ class _Run:
             for t in ('/tf_static',):
                 if t in b.topics:
                     per_bag[id(b)][1].add(t)
-        self.stamped: dict[tuple, _StampedTopic] = {}
+        self.stamped: dict[tuple, StampedTopic] = {}
         self.full: dict[tuple, list] = {}
         self.static = br.StaticTransforms()
         self.pstatic = br.StaticTransforms() if not same else self.static
@@ -508,7 +275,7 @@ class _Run:
                 for m in read_messages(b.path, topics=topics):
                     k = (key, m.topic)
                     if k in stamp_topics:
-                        s = self.stamped.setdefault(k, _StampedTopic(m.topic, m.msgtype))
+                        s = self.stamped.setdefault(k, StampedTopic(m.topic, m.msgtype))
                         try:
                             s.stamps.append(br.header_stamp(m.data))
                             if len(s.frame_ids) < 4:
@@ -604,7 +371,7 @@ class _Run:
         st, order = s.sorted()
         out, dts = [], []
         for t in self.frame_stamps:
-            j, dt = _nearest(st, float(t))
+            j, dt = nearest_stamp(st, float(t))
             if j is not None and dt <= max_dt:
                 out.append(int(order[j]))
                 dts.append(dt)
@@ -625,7 +392,7 @@ class _Run:
                 if role != 'camera':
                     self.assoc[role] = {'topic': self.roles[role][1], 'tolerance_s': cfg.depth_max_dt,
                                         'matched': len(dts), 'unmatched': self.n_frames - len(dts),
-                                        'dt': _dt_stats(dts)}
+                                        'dt': dt_stats(dts)}
         self.gt_role = 'gt_depth' if cfg.gt_depth else ('gt_cloud' if cfg.gt_cloud else None)
         self.pred_role = None
         if self.mode == 'estimator':
@@ -645,8 +412,8 @@ class _Run:
                 raise EvaluationError(
                     f"no ground-truth {('depth', 'cloud')[self.gt_role == 'gt_cloud']} on "
                     f"'{self.roles[self.gt_role][1]}' within {cfg.depth_max_dt} s of any of the "
-                    f'{self.n_frames} frames (frames {_span(self.frame_stamps)}, ground truth '
-                    f'{_span(gst.stamps)}): the clocks differ or the tolerance is too small '
+                    f'{self.n_frames} frames (frames {stamp_span(self.frame_stamps)}, ground truth '
+                    f'{stamp_span(gst.stamps)}): the clocks differ or the tolerance is too small '
                     '(--depth-max-dt)')
             if self.gt_role == 'gt_cloud':
                 self._setup_extrinsic()
@@ -713,10 +480,10 @@ class _Run:
             samples = self._samples('gt_poses')
             if not samples:
                 raise EvaluationError(f"no poses on '{cfg.gt_poses}'")
-            p = _poses_from_samples(samples, self.roles['gt_poses'][2], cfg.gt_poses, self.static,
-                                    self.camera_frame, cfg.gt_tf_parent, cfg.gt_tf_child)
-            self.gt_traj = _to_camera_frame(p, self.camera_frame, self.static, self.notes,
-                                            self.warnings, 'ground truth')
+            p = poses_from_samples(samples, self.roles['gt_poses'][2], cfg.gt_poses, self.static,
+                                   self.camera_frame, cfg.gt_tf_parent, cfg.gt_tf_child)
+            self.gt_traj = to_camera_frame(p, self.camera_frame, self.static, self.notes,
+                                           self.warnings, 'ground truth')
             self.gt_source = cfg.gt_poses
         # the estimate is sampled at the frame stamps: check association before the long part
         est_st = self.frame_stamps
@@ -730,7 +497,7 @@ class _Run:
         if n_ok == 0:
             raise EvaluationError(
                 f'no ground-truth pose ({self.gt_source}) within {cfg.pose_max_dt} s of any of the '
-                f'{self.n_frames} frames (frames {_span(est_st)}, ground truth {_span(gst)}): the '
+                f'{self.n_frames} frames (frames {stamp_span(est_st)}, ground truth {stamp_span(gst)}): the '
                 'clocks differ or the tolerance is too small (--pose-max-dt)')
         if n_ok < 3:
             raise EvaluationError(f'only {n_ok} frame(s) have a ground-truth pose: the trajectory '
@@ -741,24 +508,24 @@ class _Run:
             samples = self._samples('pred_odom')
             if not samples:
                 raise EvaluationError(f"no poses on '{cfg.pred_odom}'")
-            p = _poses_from_samples(samples, self.roles['pred_odom'][2], cfg.pred_odom, self.pstatic,
-                                    self.camera_frame)
-            est = _to_camera_frame(p, self.camera_frame, self.pstatic, self.notes, self.warnings,
-                                   'estimate')
+            p = poses_from_samples(samples, self.roles['pred_odom'][2], cfg.pred_odom, self.pstatic,
+                                   self.camera_frame)
+            est = to_camera_frame(p, self.camera_frame, self.pstatic, self.notes, self.warnings,
+                                  'estimate')
             ids, dts = [], []
             for t in self.frame_stamps:
-                j, dt = _nearest(est.stamps, float(t))
+                j, dt = nearest_stamp(est.stamps, float(t))
                 if j is not None and dt <= cfg.pose_max_dt:
                     ids.append(j)
                     dts.append(dt)
             if len(ids) < 3:
                 raise EvaluationError(f"only {len(ids)} frame(s) have a pose on '{cfg.pred_odom}' "
-                                      f'within {cfg.pose_max_dt} s (odometry {_span(est.stamps)}, '
-                                      f'frames {_span(self.frame_stamps)})')
+                                      f'within {cfg.pose_max_dt} s (odometry {stamp_span(est.stamps)}, '
+                                      f'frames {stamp_span(self.frame_stamps)})')
             self.pred_traj = est.subset(ids)
             self.assoc['pred_odom'] = {'topic': cfg.pred_odom, 'tolerance_s': cfg.pose_max_dt,
                                        'matched': len(ids), 'unmatched': self.n_frames - len(ids),
-                                       'dt': _dt_stats(dts)}
+                                       'dt': dt_stats(dts)}
 
     # -- estimator ---------------------------------------------------------------------------
     def build_estimator(self):
@@ -829,7 +596,7 @@ class _Run:
             order = np.argsort(st)
             self._speeds = (np.asarray(st)[order], np.asarray(sp)[order])
         st, sp = self._speeds
-        j, dt = _nearest(st, t)
+        j, dt = nearest_stamp(st, t)
         return float(sp[j]) if j is not None and dt <= max(self.cfg.depth_max_dt, 0.1) else None
 
     # -- pass B ------------------------------------------------------------------------------
@@ -1111,7 +878,7 @@ class _Run:
             'association': {'method': ('GT interpolated at the frame stamps' if cfg.pose_association == 'interpolate'
                                        else 'nearest stamp (evo associate)'),
                             'tolerance_s': cfg.pose_max_dt, 'n_estimate': len(est), 'n_ground_truth': len(gt),
-                            'n_associated': len(est_a), 'dt': _dt_stats(dts)},
+                            'n_associated': len(est_a), 'dt': dt_stats(dts)},
             'alignment': ate.alignment.as_dict(),
             'ate': ate.as_dict(),
             'ate_rotation_deg': ate_rot.as_dict(),
