@@ -88,19 +88,14 @@ def run(args) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    model, width, height = args.model, args.width, args.height
-    pose_model, learned = args.pose_model, args.learned_intrinsics
-    if args.checkpoint:
-        try:
-            meta = ckpt.read_checkpoint_meta(args.checkpoint)
-        except ckpt.CheckpointError as exc:
-            return _err(str(exc))
-        model = model or meta['model']
-        pose_model = pose_model or meta['pose_model']
-        learned = bool(meta['learned_intrinsics']) if learned is None else learned
-        width = width or meta['width']
-        height = height or meta['height']
-    else:
+    try:
+        opts, _ = ckpt.network_options(args.checkpoint, args.model, args.pose_model,
+                                       args.learned_intrinsics, args.width, args.height)
+    except ckpt.CheckpointError as exc:
+        return _err(str(exc))
+    model, width, height = opts['model'], opts['width'], opts['height']
+    pose_model, learned = opts['pose_model'], opts['learned_intrinsics']
+    if not args.checkpoint:
         print('depth-ego export: WARNING: no --checkpoint given: exporting RANDOM weights '
               '(pipeline tests / benchmarks only)', file=sys.stderr)
     model, width, height = model or 'resnet18', width or 640, height or 192

@@ -143,20 +143,15 @@ def run(args) -> int:
         print(f'depth-ego predict: image(s) not found: {", ".join(missing)}', file=sys.stderr)
         return 2
 
-    model, width, height = args.model, args.width, args.height
-    pose_model, learned = args.pose_model, args.learned_intrinsics
-    if args.checkpoint:
-        try:
-            meta = ckpt.read_checkpoint_meta(args.checkpoint)
-        except ckpt.CheckpointError as exc:
-            print(f'depth-ego predict: {exc}', file=sys.stderr)
-            return 2
-        model = model or meta['model']
-        pose_model = pose_model or meta['pose_model']
-        learned = meta['learned_intrinsics'] if learned is None else learned
-        width = width or meta['width']
-        height = height or meta['height']
-    else:
+    try:
+        opts, _ = ckpt.network_options(args.checkpoint, args.model, args.pose_model,
+                                       args.learned_intrinsics, args.width, args.height)
+    except ckpt.CheckpointError as exc:
+        print(f'depth-ego predict: {exc}', file=sys.stderr)
+        return 2
+    model, width, height = opts['model'], opts['width'], opts['height']
+    pose_model, learned = opts['pose_model'], opts['learned_intrinsics']
+    if not args.checkpoint:
         print('depth-ego predict: WARNING: no --checkpoint given: the networks have RANDOM '
               'weights, the depth maps and poses are MEANINGLESS (pipeline test only)',
               file=sys.stderr)

@@ -28,7 +28,7 @@ __all__ = [
     'CheckpointError', 'ENCODER_FILE', 'DEPTH_FILE', 'POSE_ENCODER_FILE', 'POSE_FILE',
     'read_state_dict', 'load_into', 'save_monodepth2', 'load_monodepth2', 'read_encoder_meta',
     'detect_num_layers', 'has_pose', 'state_dict_digest', 'INTRINSICS_FILE', 'save_packnet_depth',
-    'save_posexp', 'save_intrinsics_head', 'read_checkpoint_meta', 'packnet_model_name',
+    'save_posexp', 'save_intrinsics_head', 'read_checkpoint_meta', 'network_options', 'packnet_model_name',
 ]
 
 ENCODER_FILE = 'encoder.pth'
@@ -305,6 +305,22 @@ def save_intrinsics_head(directory: str | os.PathLike, head: nn.Module,
 def _meta_of(path: Path) -> dict:
     data = read_state_dict(path)
     return {k: v for k, v in data.items() if not torch.is_tensor(v)}
+
+
+def network_options(checkpoint: str | os.PathLike | None, model: str | None = None,
+                    pose_model: str | None = None, learned_intrinsics: bool | None = None,
+                    width: int | None = None, height: int | None = None) -> tuple[dict, dict]:
+    """The networks to build for ``checkpoint``: each option given wins, the others come from
+    what the checkpoint holds (:func:`read_checkpoint_meta`), None where neither says (the
+    caller's defaults apply). Returns ``(options, meta)``; ``meta`` is {} without a checkpoint.
+    CheckpointError when the checkpoint is unreadable."""
+    meta = read_checkpoint_meta(checkpoint) if checkpoint else {}
+    if learned_intrinsics is None:
+        learned_intrinsics = bool(meta.get('learned_intrinsics'))
+    options = dict(model=model or meta.get('model'), pose_model=pose_model or meta.get('pose_model'),
+                   learned_intrinsics=bool(learned_intrinsics),
+                   width=width or meta.get('width'), height=height or meta.get('height'))
+    return options, meta
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:

@@ -533,21 +533,14 @@ class _Run:
         from ..core.estimator import Estimator, EstimatorConfig
         cfg = self.cfg
         e = dict(cfg.estimator)
-        self.checkpoint_meta = {}
-        if cfg.checkpoint:
-            try:     # which networks the checkpoint holds: the defaults of the options not given
-                meta = ckpt.read_checkpoint_meta(cfg.checkpoint)
-            except ckpt.CheckpointError as exc:
-                raise EvaluationError(str(exc)) from None
-            self.checkpoint_meta = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
-            for key in ('model', 'pose_model'):
-                if e.get(key) is None and meta.get(key):
-                    e[key] = meta[key]
-            if e.get('learned_intrinsics') is None:
-                e['learned_intrinsics'] = bool(meta.get('learned_intrinsics'))
-            e['width'] = e.get('width') or meta.get('width')
-            e['height'] = e.get('height') or meta.get('height')
-        else:
+        try:     # which networks the checkpoint holds: the defaults of the options not given
+            opts, meta = ckpt.network_options(cfg.checkpoint, *(e.get(k) for k in (
+                'model', 'pose_model', 'learned_intrinsics', 'width', 'height')))
+        except ckpt.CheckpointError as exc:
+            raise EvaluationError(str(exc)) from None
+        e.update(opts)
+        self.checkpoint_meta = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
+        if not cfg.checkpoint:
             self.warnings.append('no checkpoint: the networks have RANDOM weights, the figures only '
                                  'test the pipeline')
         e = {k: v for k, v in e.items() if v is not None}
