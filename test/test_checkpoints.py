@@ -132,3 +132,17 @@ def test_unreadable_files(tmp_path):
     (tmp_path / 'junk.pth').write_bytes(b'not a torch file')
     with pytest.raises(ckpt.CheckpointError, match='junk.pth'):
         ckpt.read_state_dict(tmp_path / 'junk.pth')
+
+
+def test_intrinsics_head_roundtrip_and_bottleneck_check(tmp_path):
+    from depth_ego_ros.core.networks.intrinsics_head import IntrinsicsHead
+    torch.manual_seed(0)
+    head = IntrinsicsHead(256, init_focal=0.8)
+    ckpt.save_intrinsics_head(tmp_path, head, running={'value': [1.0, 2.0, 3.0, 4.0], 'count': 5})
+    loaded = IntrinsicsHead(256)
+    extras = ckpt.load_intrinsics_head(loaded, tmp_path / ckpt.INTRINSICS_FILE)
+    assert extras['running_value'] == [1.0, 2.0, 3.0, 4.0] and extras['in_channels'] == 256
+    for a, b in zip(head.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ckpt.CheckpointError, match='256-channel bottleneck, the pose network has 512'):
+        ckpt.load_intrinsics_head(IntrinsicsHead(512), tmp_path / ckpt.INTRINSICS_FILE)

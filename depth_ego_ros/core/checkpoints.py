@@ -28,7 +28,7 @@ __all__ = [
     'CheckpointError', 'ENCODER_FILE', 'DEPTH_FILE', 'POSE_ENCODER_FILE', 'POSE_FILE',
     'read_state_dict', 'load_into', 'save_monodepth2', 'load_monodepth2', 'read_encoder_meta',
     'detect_num_layers', 'has_pose', 'state_dict_digest', 'INTRINSICS_FILE', 'save_packnet_depth',
-    'save_posexp', 'save_intrinsics_head', 'read_checkpoint_meta', 'network_options', 'packnet_model_name',
+    'save_posexp', 'save_intrinsics_head', 'load_intrinsics_head', 'read_checkpoint_meta', 'network_options', 'packnet_model_name',
 ]
 
 ENCODER_FILE = 'encoder.pth'
@@ -300,6 +300,19 @@ def save_intrinsics_head(directory: str | os.PathLike, head: nn.Module,
         data['running_count'] = int(running.get('count', 0))
     _atomic_save(data, d / INTRINSICS_FILE)
     return d
+
+
+def load_intrinsics_head(head: nn.Module, path: str | os.PathLike) -> dict:
+    """Load ``intrinsics.pth`` into ``head`` after checking it was trained on a bottleneck of
+    the same width (``in_channels``); returns the file's non-tensor entries (``running_value``
+    ...)."""
+    path = Path(path)
+    data = read_state_dict(path)
+    channels = int(head.in_channels)
+    if int(data.get('in_channels', channels)) != channels:
+        raise CheckpointError(f'{path}: intrinsics head for a {data.get("in_channels")}'
+                              f'-channel bottleneck, the pose network has {channels}')
+    return load_into(head, path, data)
 
 
 def _meta_of(path: Path) -> dict:

@@ -497,11 +497,7 @@ def build_networks(model: str = 'resnet18', checkpoint: str | os.PathLike | None
         head = IntrinsicsHead(channels)
         ipath = d / ckpt.INTRINSICS_FILE if d is not None and d.is_dir() else None
         if ipath is not None and ipath.is_file():
-            idata = ckpt.read_state_dict(ipath)
-            if int(idata.get('in_channels', channels)) != channels:
-                raise ckpt.CheckpointError(f'{ipath}: intrinsics head for a {idata.get("in_channels")}'
-                                           f'-channel bottleneck, the pose network has {channels}')
-            ckpt.load_into(head, ipath, idata)
+            idata = ckpt.load_intrinsics_head(head, ipath)
             if idata.get('running_value') is not None:
                 meta['intrinsics_running'] = list(idata['running_value'])
         elif d is not None:

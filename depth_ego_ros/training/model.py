@@ -432,11 +432,7 @@ def build_model(model: str = 'resnet18', checkpoint: str | os.PathLike | None = 
         head = IntrinsicsHead(channels, init_focal=intrinsics_init_focal)
         ipath = Path(checkpoint) / ckpt.INTRINSICS_FILE if checkpoint is not None else None
         if ipath is not None and ipath.is_file() and info['pose_from_checkpoint']:
-            idata = ckpt.read_state_dict(ipath)
-            if int(idata.get('in_channels', channels)) != channels:
-                raise ckpt.CheckpointError(f'{ipath}: intrinsics head for a {idata.get("in_channels")}'
-                                           f'-channel bottleneck, the pose network has {channels}')
-            ckpt.load_into(head, ipath, idata)
+            ckpt.load_intrinsics_head(head, ipath)
             info['intrinsics_from_checkpoint'] = True
     if model in PACKNET_WIDTHS:
         m = SfMModel(None, depth_net.net, pose_enc, pose_dec, scales, intrinsics=head, depth_model=model)
