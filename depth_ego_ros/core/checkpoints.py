@@ -28,7 +28,8 @@ __all__ = [
     'CheckpointError', 'ENCODER_FILE', 'DEPTH_FILE', 'POSE_ENCODER_FILE', 'POSE_FILE',
     'read_state_dict', 'load_into', 'save_monodepth2', 'load_monodepth2', 'read_encoder_meta',
     'detect_num_layers', 'has_pose', 'state_dict_digest', 'INTRINSICS_FILE', 'save_packnet_depth',
-    'save_posexp', 'save_intrinsics_head', 'load_intrinsics_head', 'read_checkpoint_meta', 'network_options', 'packnet_model_name',
+    'save_posexp', 'save_intrinsics_head', 'load_intrinsics_head', 'read_checkpoint_meta',
+    'network_options', 'packnet_model_name', 'state_dict_mismatches', 'listing',
 ]
 
 ENCODER_FILE = 'encoder.pth'
