@@ -1,4 +1,4 @@
-"""rosbag2 writing/reading/repair without rclpy (data/bag_writer.py, data/bags.py).
+"""rosbag2 writing/reading/repair without rclpy (data/bag_types, bag_storage, bag_writer, bags).
 
 Real files, real readers (rosbags and the independent `mcap` library), real SIGKILL and a real
 file-size limit (RLIMIT_FSIZE) for the disk-full path.

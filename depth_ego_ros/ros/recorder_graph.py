@@ -12,7 +12,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSPro
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
 
-from ..data.bags import UnknownTypeError
+from ..data.bag_types import UnknownTypeError
 
 _INFINITE_NS = 2 ** 63 - 1
 _RMW_INFINITE = QosTime(9223372036, 854775807)   # how rosbag2 writes an infinite duration

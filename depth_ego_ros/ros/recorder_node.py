@@ -31,7 +31,7 @@ from rclpy.parameter import Parameter
 from std_srvs.srv import SetBool, Trigger
 
 from ..data.bag_writer import BagWriterConfig
-from ..data.bags import TypeCatalog, UnknownTypeError
+from ..data.bag_types import TypeCatalog, UnknownTypeError
 from .node_main import run_node
 from .params import Param, declare, on_set_validator
 from .recorder_filter import (CameraInfoDedup, FilterConfig, FrameError, FrameFilter,
