@@ -13,35 +13,15 @@ Rendering one frame (:meth:`Renderer.render`):
    haze; rays that hit nothing see the sky (depth +inf);
 4. pixels on a silhouette, depth jump or crease are supersampled (adaptive anti-aliasing).
 
-What a scene is made of (:class:`Scene`, :class:`Road`, material and kind ids) lives in
-:mod:`.synth_scene` and is importable from here too. Everything is deterministic: the noise
-tables come from the world seed.
+What a scene is made of (``Scene``, ``Road``, material and kind ids) lives in
+:mod:`.synth_scene`. Everything is deterministic: the noise tables come from the world seed.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .synth_raycast import cast_image, cast_rays, screen_rects
-from .synth_scene import (  # noqa: F401 - re-exported: the scene's names, as before
-    KIND_BOX,
-    KIND_CEILING,
-    KIND_CYL,
-    KIND_GROUND,
-    KIND_NONE,
-    KIND_SPHERE,
-    MAT_BARK,
-    MAT_BRICK,
-    MAT_CAR,
-    MAT_CONCRETE,
-    MAT_CRATE,
-    MAT_FACADE,
-    MAT_FOLIAGE,
-    MAT_GLASS_CABIN,
-    MAT_METAL,
-    MAT_TILE_WALL,
-    Road,
-    Scene,
-)
+from .synth_scene import KIND_BOX, KIND_CEILING, KIND_CYL, KIND_GROUND, KIND_NONE, KIND_SPHERE, Scene
 from .synth_textures import (
     Noise,
     box_albedo,
@@ -254,3 +234,6 @@ class Renderer:
 def _to_uint8(col):
     """Linear colour -> 8-bit sRGB-like (gamma 2.2)."""
     return (np.clip(col, 0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).astype(np.uint8)
+
+
+__all__ = ['Renderer']
