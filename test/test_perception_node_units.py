@@ -12,7 +12,7 @@ pytest.importorskip('torch', reason='the perception node needs torch')
 
 from depth_ego_ros.core.geometry import axis_angle_to_matrix_np  # noqa: E402
 from depth_ego_ros.ros.odometry import PoseChain  # noqa: E402
-from depth_ego_ros.ros.perception_node import PARAMS, _rpy_to_matrix  # noqa: E402
+from depth_ego_ros.ros.perception_params import PARAMS, rpy_to_matrix as _rpy_to_matrix  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
