@@ -19,11 +19,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 
 import rclpy
-import rclpy.subscription
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
@@ -31,22 +28,16 @@ from rclpy.parameter import Parameter
 from std_srvs.srv import SetBool, Trigger
 
 from ..data.bag_writer import BagWriterConfig
-from ..data.bag_types import TypeCatalog, UnknownTypeError
+from ..data.bag_types import TypeCatalog
 from .node_main import run_node
 from .params import Param, declare, on_set_validator
 from .recorder_filter import (CameraInfoDedup, FilterConfig, FrameError, FrameFilter,
                               compressed_thumbnail, header_stamp_ns, image_thumbnail,
                               twist_speeds)
-from .recorder_graph import import_message_class, publishers, subscription_qos, to_bag_qos
+from .recorder_topics import CAMERA_INFO, COMPRESSED, IMAGE, RecorderTopics
 from .recorder_writer import RecordingWorker, WorkerConfig
 
 NODE_NAME = 'recorder'
-IMAGE = 'sensor_msgs/msg/Image'
-COMPRESSED = 'sensor_msgs/msg/CompressedImage'
-CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
-TF = 'tf2_msgs/msg/TFMessage'
-ODOM_TYPES = ('nav_msgs/msg/Odometry', 'geometry_msgs/msg/TwistStamped',
-              'geometry_msgs/msg/TwistWithCovarianceStamped', 'geometry_msgs/msg/Twist')
 MiB = 2 ** 20
 
 PARAMS = (
@@ -109,26 +100,6 @@ PARAMS = (
 )
 
 
-@dataclass
-class TopicSlot:
-    role: str                  # camera | camera_info | odom | tf | tf_static | extra
-    name: str                  # fully qualified topic name
-    msgtype: str = ''          # '' until learnt from the graph
-    fixed: bool = False        # type given by parameter
-    state: str = 'pending'     # pending | subscribed | failed
-    error: str = ''
-    sub: object = None
-    received: int = 0
-    bad_input: int = 0         # messages the filter could not analyse (recorded anyway)
-    dropped: Counter = field(default_factory=Counter)
-    waiting_logged: bool = False
-
-
-def _parse_extra(entry: str):
-    name, _, msgtype = entry.strip().partition(':')
-    return name.strip(), msgtype.strip()
-
-
 class RecorderNode(Node):
 
     def __init__(self, **kwargs):
@@ -152,8 +123,10 @@ class RecorderNode(Node):
         self.catalog = TypeCatalog()
         self.camera_info_dedup = CameraInfoDedup()
         self._sim_time = self.get_parameter('use_sim_time').value
-        self._has_info = hasattr(rclpy.subscription, 'MessageInfo')   # Jazzy and later
-        self.slots = self._make_slots(extra)
+        self.topics = RecorderTopics(self, self.catalog,
+                                     lambda spec, latch: self.worker.add_topic(spec, latch=latch),
+                                     self._on_message, p['reliability'])
+        self.slots = self.topics.make_slots(p, extra)
         self._paused = bool(p['start_paused'])
 
         self.worker = RecordingWorker(
@@ -171,8 +144,8 @@ class RecorderNode(Node):
             self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
             self.create_timer(p['diagnostics_period'], self._publish_diagnostics)
 
-        self._resolve_topics()
-        self.create_timer(p['discovery_period'], self._resolve_topics)
+        self.topics.resolve()
+        self.create_timer(p['discovery_period'], self.topics.resolve)
         if not self._paused:
             ok, text = self.worker.start()
             self._log('info' if ok else 'error', text)
@@ -191,103 +164,6 @@ class RecorderNode(Node):
             if name in changes:
                 setattr(self.worker.config, name, changes[name])
         self.get_logger().info(f'parameters changed: {changes}')
-
-    # -- topics ---------------------------------------------------------------------------
-
-    def _make_slots(self, extra):
-        p, slots = self.p, []
-
-        def add(role, name, msgtype=''):
-            resolved = self._resolve(name)
-            if any(s.name == resolved for s in slots):
-                self.get_logger().warning(f'{resolved} listed twice: recorded once')
-                return
-            slot = TopicSlot(role, resolved, msgtype, fixed=bool(msgtype))
-            if msgtype:   # a type given by parameter is checked now: clear error at start-up
-                try:
-                    import_message_class(msgtype)
-                    self.catalog.ensure(msgtype)
-                except UnknownTypeError as exc:
-                    slot.state, slot.error = 'failed', str(exc)
-                    self.get_logger().error(f'cannot record {resolved}: {exc}')
-            slots.append(slot)
-
-        add('camera', p['camera_topic'], p['camera_type'])
-        if p['camera_info_topic']:
-            add('camera_info', p['camera_info_topic'], CAMERA_INFO)
-        if p['odom_topic']:
-            add('odom', p['odom_topic'])
-        if p['record_tf']:
-            add('tf', '/tf', TF)
-            add('tf_static', '/tf_static', TF)
-        for entry in extra:
-            if entry.strip():
-                name, msgtype = _parse_extra(entry)
-                add('extra', name, msgtype)
-        return slots
-
-    def _resolve(self, name):
-        """Fully qualified topic name (namespace and remappings applied)."""
-        if hasattr(self, 'resolve_topic_name'):
-            return self.resolve_topic_name(name)
-        if name.startswith('/'):          # older rclpy: expansion only
-            return name
-        if name.startswith('~'):
-            return self.get_fully_qualified_name() + name[1:]
-        return f"{self.get_namespace().rstrip('/')}/{name}"
-
-    def _resolve_topics(self):
-        for slot in self.slots:
-            if slot.state == 'pending':
-                self._try_subscribe(slot)
-
-    def _fail_slot(self, slot, why):
-        slot.state, slot.error = 'failed', why
-        self.get_logger().error(f'cannot record {slot.name}: {why} (the other topics record)')
-
-    def _try_subscribe(self, slot):
-        types, type_hash, offered = publishers(self, slot.name)
-        if not types:   # wait for a publisher: its QoS decides ours (as rosbag2 does)
-            if not slot.waiting_logged:
-                self.get_logger().info(f'waiting for a publisher on {slot.name}')
-                slot.waiting_logged = True
-            return
-        if slot.fixed and slot.msgtype not in types:
-            return self._fail_slot(slot, f'published as {", ".join(sorted(types))}, '
-                                         f'not {slot.msgtype}')
-        if not slot.fixed:
-            if len(types) > 1:
-                return self._fail_slot(slot, f'published with several types: {sorted(types)}')
-            slot.msgtype = next(iter(types))
-        allowed = {'camera': (IMAGE, COMPRESSED), 'odom': ODOM_TYPES}.get(slot.role)
-        if allowed and slot.msgtype not in allowed:
-            return self._fail_slot(slot, f'type {slot.msgtype} is not usable as {slot.role} '
-                                         f'(expected one of {", ".join(allowed)})')
-        try:
-            cls = import_message_class(slot.msgtype)
-            spec, note = self.catalog.spec(slot.name, slot.msgtype, type_hash,
-                                           [to_bag_qos(q) for q in offered])
-        except (UnknownTypeError, ValueError) as exc:
-            return self._fail_slot(slot, str(exc))
-        if note:
-            self.get_logger().warning(note)
-        latched = slot.role == 'tf_static'
-        qos = subscription_qos(offered, depth=100 if slot.role in ('tf', 'tf_static') else 30,
-                               reliability=self.p['reliability'],
-                               default_reliable=slot.role in ('tf', 'tf_static'),
-                               default_latched=latched)
-        self.worker.add_topic(spec, latch={'camera_info': 'last', 'tf_static': 'all'}.get(
-            slot.role))
-        slot.sub = self.create_subscription(cls, slot.name, self._callback(slot), qos, raw=True)
-        slot.state = 'subscribed'
-        self.get_logger().info(
-            f'recording {slot.name} [{slot.msgtype}] '
-            f'({qos.reliability.name.lower()}, {qos.durability.name.lower()})')
-
-    def _callback(self, slot):
-        if self._has_info:
-            return lambda raw, info: self._on_message(slot, raw, info)
-        return lambda raw: self._on_message(slot, raw, None)
 
     # -- messages -----------------------------------------------------------------------------
 
