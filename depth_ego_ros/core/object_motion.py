@@ -365,7 +365,7 @@ def load_object_motion(path: str | os.PathLike) -> ObjectMotionNet:
     """Read a file written by :func:`save_object_motion` (``torch.load(weights_only=True)``; a
     directory means ``directory/object_motion.pth``). Raises CheckpointError (a ValueError)
     naming the file when it is missing, unreadable, not an object-motion net or does not fit."""
-    from .checkpoints import CheckpointError, load_into, read_state_dict
+    from .state_dicts import CheckpointError, load_into, read_state_dict
     path = Path(path)
     if path.is_dir():
         path = path / OBJECT_MOTION_FILE
@@ -402,7 +402,7 @@ def save_object_size(prior: ObjectSizePrior, path: str | os.PathLike) -> Path:
 def load_object_size(path: str | os.PathLike) -> ObjectSizePrior:
     """Read a file written by :func:`save_object_size` (weights_only; a directory means
     ``directory/object_size.pth``); CheckpointError naming the file when it does not fit."""
-    from .checkpoints import CheckpointError, read_state_dict
+    from .state_dicts import CheckpointError, read_state_dict
     path = Path(path)
     if path.is_dir():
         path = path / OBJECT_SIZE_FILE

@@ -21,7 +21,7 @@ unpickler*: torch's own weights-only allow-list (tensor rebuild functions, Order
 the file is ever imported or called, so no code from the file runs; the config comes back as
 plain nested dicts. yacs does not need to be installed.
 
-Errors raise :class:`~.checkpoints.CheckpointError` (a ``ValueError``) naming the file and listing
+Errors raise :class:`~.state_dicts.CheckpointError` (a ``ValueError``) naming the file and listing
 the missing keys, unexpected keys and shape mismatches, with a hint where the width or version
 differs.
 """
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, listing, state_dict_mismatches
+from .state_dicts import CheckpointError, listing, state_dict_mismatches
 from .networks.packnet import PackNet01
 
 __all__ = ['read_packnet_ckpt', 'extract_depth_state_dict', 'infer_packnet_args',
