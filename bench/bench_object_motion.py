@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from depth_ego_ros.core.losses import LossConfig, SelfSupervisedLoss, warp_image
-from depth_ego_ros.core.object_motion import (ObjectMotionNet, mask_centroids, object_motion_matrices,
-                                              warp_image_with_objects)
+from depth_ego_ros.core.losses import (LossConfig, SelfSupervisedLoss, warp_image,
+                                       warp_image_with_objects)
+from depth_ego_ros.core.object_motion import ObjectMotionNet, mask_centroids, object_motion_matrices
 
 
 def timed(fn, runs):

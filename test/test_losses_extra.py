@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from depth_ego_ros.core.geometry import axis_angle_to_matrix, pose_vec_to_mat
-from depth_ego_ros.core.losses import LossConfig, SelfSupervisedLoss
-from depth_ego_ros.core.losses_extra import (SequenceDepthNormalizer, alignment_loss_3d,
-                                             depth_statistics, masked_median, normalize_depth,
-                                             planarity_edges, relative_depth, relative_depth_fn,
-                                             robust_distance, scale_invariant_depth_loss)
+from depth_ego_ros.core.losses import (LossConfig, SelfSupervisedLoss, SequenceDepthNormalizer,
+                                       alignment_loss_3d, depth_statistics, masked_median,
+                                       normalize_depth, planarity_edges, relative_depth,
+                                       relative_depth_fn, robust_distance,
+                                       scale_invariant_depth_loss)
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('torch_one_thread')]

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from depth_ego_ros.core.checkpoints import CheckpointError
-from depth_ego_ros.core.losses import LossConfig, SelfSupervisedLoss, photometric_error, warp_image
-from depth_ego_ros.core.object_motion import (ObjectMotionNet, ObjectSizePrior, apply_object_motion,
-                                              load_object_motion, load_object_size, mask_centroids,
-                                              mask_row_extent, object_motion_matrices,
-                                              object_size_loss, save_object_motion, save_object_size,
-                                              warp_image_with_objects)
+from depth_ego_ros.core.losses import (LossConfig, SelfSupervisedLoss, apply_object_motion,
+                                       mask_row_extent, object_size_loss, photometric_error,
+                                       warp_image, warp_image_with_objects)
+from depth_ego_ros.core.object_motion import (ObjectMotionNet, ObjectSizePrior, load_object_motion,
+                                              load_object_size, mask_centroids,
+                                              object_motion_matrices, save_object_motion,
+                                              save_object_size)
 from depth_ego_ros.core.geometry import backproject_np, matrix_to_axis_angle_np, transform_points_np
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 

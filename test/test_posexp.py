@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from depth_ego_ros.core.geometry import pose_vec_to_mat
-from depth_ego_ros.core.losses_extra import (explainability_photometric_loss,
-                                             explainability_regularization,
-                                             masked_photometric_loss)
+from depth_ego_ros.core.losses import (explainability_photometric_loss,
+                                       explainability_regularization, masked_photometric_loss)
 from depth_ego_ros.core.networks.posexp_net import POSE_SCALE, PoseExpNet, mask_to_mono8
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 

@@ -1,5 +1,5 @@
 """Independently moving objects in the self-supervised warp (struct2depth / Depth from Videos in
-the Wild): an object-motion network and the object-aware warp.
+the Wild): the object-motion network, its ``T_obj`` parametrisation and its checkpoint files.
 
 The rigid warp moves every target pixel into a source camera with the ego-motion
 ``T_src_tgt``. That is wrong on a moving object. Given instance masks of the objects in the
@@ -45,17 +45,13 @@ only has to explain the residual motion); that works here too (pass the ego-warp
 its mask), but the default is the raw source frame so that the net does not depend on the depth
 being good.
 
-Object size prior (struct2depth)
---------------------------------
-The photometric loss cannot pin a moving object's depth: a nearer object moving less and a
-farther one moving more give the same image motion. struct2depth adds a size constraint: an
-object of real height h whose mask spans ``p`` pixel rows lies at about ``fy * h / p``.
-:func:`object_size_loss` penalises the log-ratio of the predicted object depth to that
-estimate, with h a learnable prior (:class:`ObjectSizePrior`, a log-height per class), so
-gradients reach both the depth and the prior. The log-ratio is unchanged when depth and h are
-scaled together, so the term has no trivial minimum at "everything small" (struct2depth divides
-both depths by the image's mean depth for the same reason); with metric training (velocity
-loss) h is learned in metres, with depth normalisation in the normalised units.
+Where the rest lives
+--------------------
+The object-aware warp (:func:`~depth_ego_ros.core.losses.warping.warp_image_with_objects`,
+:func:`~depth_ego_ros.core.losses.warping.apply_object_motion`) and struct2depth's object size
+loss (:mod:`depth_ego_ros.core.losses.object_size`, whose learnable height prior
+:class:`ObjectSizePrior` is here beside the network, with the files of both) are losses; the
+instance-mask helpers are in :mod:`depth_ego_ros.core.instance_masks`.
 
 Costs and use: see docs/methods.md, "Dynamic objects".
 """
@@ -65,15 +61,15 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .geometry import axis_angle_to_matrix, backproject
+from .instance_masks import check_masks
+from .state_dicts import CheckpointError, load_into, read_state_dict
 
-__all__ = ['ObjectMotionNet', 'object_motion_matrices', 'mask_centroids', 'apply_object_motion',
-           'warp_image_with_objects', 'save_object_motion', 'load_object_motion',
-           'OBJECT_MOTION_FILE', 'resize_masks', 'object_size_loss', 'mask_row_extent',
-           'ObjectSizePrior', 'save_object_size', 'load_object_size', 'OBJECT_SIZE_FILE']
+__all__ = ['ObjectMotionNet', 'object_motion_matrices', 'mask_centroids', 'save_object_motion',
+           'load_object_motion', 'OBJECT_MOTION_FILE', 'ObjectSizePrior', 'save_object_size',
+           'load_object_size', 'OBJECT_SIZE_FILE']
 
 OBJECT_MOTION_FILE = 'object_motion.pth'
 OBJECT_SIZE_FILE = 'object_size.pth'
@@ -110,8 +106,8 @@ class ObjectMotionNet(nn.Module):
             raise ValueError(f'target and source must be [B,3,H,W] of one shape, got '
                              f'{tuple(target.shape)} and {tuple(source.shape)}')
         B, _, H, W = target.shape
-        masks = _check_masks(masks, B, H, W, 'masks')
-        sm = masks if source_masks is None else _check_masks(source_masks, B, H, W, 'source_masks')
+        masks = check_masks(masks, B, H, W, 'masks')
+        sm = masks if source_masks is None else check_masks(source_masks, B, H, W, 'source_masks')
         if sm.shape != masks.shape:
             raise ValueError(f'source_masks {tuple(sm.shape)} must match masks {tuple(masks.shape)}')
         M = masks.shape[1]
@@ -159,7 +155,7 @@ def mask_centroids(depth: torch.Tensor, K: torch.Tensor, masks: torch.Tensor) ->
     if depth.dim() != 4 or depth.shape[1] != 1:
         raise ValueError(f'depth must be [B,1,H,W], got {tuple(depth.shape)}')
     B, _, H, W = depth.shape
-    masks = _check_masks(masks, B, H, W, 'masks').to(depth.dtype)
+    masks = check_masks(masks, B, H, W, 'masks').to(depth.dtype)
     finite = torch.isfinite(depth)
     pts = backproject(torch.where(finite, depth, torch.zeros_like(depth)), K)   # [B,3,H,W]
     w = masks * finite.to(depth.dtype)                                         # [B,M,H,W]
@@ -168,71 +164,8 @@ def mask_centroids(depth: torch.Tensor, K: torch.Tensor, masks: torch.Tensor) ->
     return num / den
 
 
-def apply_object_motion(points: torch.Tensor, masks: torch.Tensor,
-                        object_poses: torch.Tensor) -> torch.Tensor:
-    """Move target-camera points [B,3,H,W] by their object's motion: ``p + sum_m mask_m (T_m p - p)``
-    (exactly ``T_m p`` inside a binary mask m, ``p`` outside all masks; soft masks blend)."""
-    B, _, H, W = points.shape
-    masks = _check_masks(masks, B, H, W, 'masks').to(points.dtype)
-    M = masks.shape[1]
-    if object_poses.shape != (B, M, 4, 4):
-        raise ValueError(f'object_poses must be [B,M,4,4] = [{B},{M},4,4], got {tuple(object_poses.shape)}')
-    if M == 0:
-        return points
-    T = object_poses.to(points.dtype)
-    p = points.reshape(B, 1, 3, H * W)
-    moved = T[..., :3, :3] @ p + T[..., :3, 3:]                      # [B,M,3,N]
-    delta = ((moved - p) * masks.reshape(B, M, 1, H * W)).sum(1)     # [B,3,N]
-    return points + delta.reshape(B, 3, H, W)
-
-
-def warp_image_with_objects(source: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
-                            T_src_tgt: torch.Tensor, object_masks: torch.Tensor | None,
-                            object_poses: torch.Tensor | None, padding_mode: str = 'border'):
-    """Inverse warp of a source image into the target view with per-object motion.
-
-    Pixels inside object mask m are moved by ``T_src_tgt @ T_obj_m``, all others by
-    ``T_src_tgt`` (see the module docstring). Without masks/poses it is the rigid warp
-    (:func:`depth_ego_ros.core.losses.warp_image`, the same numbers).
-
-    Args:
-        source [B,C,H,W]; depth [B,1,H,W] target z-depth; K [B,3,3]; T_src_tgt [B,4,4];
-        object_masks [B,M,H,W] in [0,1] (target frame; resized by nearest neighbour when at
-        another resolution); object_poses [B,M,4,4] ``T_obj`` per object.
-    Returns: (warped [B,C,H,W], valid [B,1,H,W] bool) as warp_image.
-    """
-    if depth.dim() != 4 or depth.shape[1] != 1:
-        raise ValueError(f'depth must be [B,1,H,W], got {tuple(depth.shape)}')
-    if source.dim() != 4 or source.shape[0] != depth.shape[0] or source.shape[-2:] != depth.shape[-2:]:
-        raise ValueError(f'source {tuple(source.shape)} and depth {tuple(depth.shape)} must share B, H, W')
-    B, _, H, W = depth.shape
-    points = backproject(depth, K)
-    if object_masks is not None and object_poses is not None:
-        masks = resize_masks(object_masks, H, W)
-        points = apply_object_motion(points, masks, object_poses)
-    from .losses import sample_source      # losses imports this module lazily: no cycle
-    return sample_source(source, points, K, T_src_tgt, padding_mode)
-
-
-def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[B,M,h,w] -> [B,M,height,width] by nearest neighbour (identity when the size matches)."""
-    if masks.dim() != 4:
-        raise ValueError(f'masks must be [B,M,H,W], got {tuple(masks.shape)}')
-    if masks.shape[-2:] == (height, width) or masks.shape[1] == 0:
-        return masks
-    return F.interpolate(masks.float(), size=(height, width), mode='nearest-exact').to(masks.dtype)
-
-
-def _check_masks(masks, B, H, W, what):
-    if not torch.is_tensor(masks) or masks.dim() != 4 or masks.shape[0] != B:
-        raise ValueError(f'{what} must be [B,M,H,W] with B={B}, got {tuple(getattr(masks, "shape", ()))}')
-    if masks.shape[-2:] != (H, W):
-        masks = resize_masks(masks, H, W)
-    return masks
-
-
 # ----------------------------------------------------------------------------------------------
-# object size prior (struct2depth)
+# object size prior (struct2depth; the loss: core/losses/object_size.py)
 # ----------------------------------------------------------------------------------------------
 class ObjectSizePrior(nn.Module):
     """Learnable real-world height per object class: ``log_height`` [num_classes] (a log, so
@@ -257,92 +190,8 @@ class ObjectSizePrior(nn.Module):
         return self.log_height.detach().exp()
 
 
-def mask_row_extent(masks: torch.Tensor):
-    """Row extent of every mask [B,M,H,W] -> (top [B,M], bottom [B,M], rows [B,M] = bottom -
-    top + 1, present [B,M] bool); top/bottom are 0 and rows 0 for empty masks. Every row with
-    any mask pixel counts (a mask with a gap keeps its full span)."""
-    if masks.dim() != 4:
-        raise ValueError(f'masks must be [B,M,H,W], got {tuple(masks.shape)}')
-    H = masks.shape[2]
-    occupied = masks.flatten(3).amax(3) > 0                          # [B,M,H]
-    present = occupied.any(-1)
-    idx = torch.arange(H, device=masks.device).expand_as(occupied)
-    top = torch.where(occupied, idx, torch.full_like(idx, H)).amin(-1)
-    bottom = torch.where(occupied, idx, torch.full_like(idx, -1)).amax(-1)
-    top = torch.where(present, top, torch.zeros_like(top))
-    bottom = torch.where(present, bottom, torch.zeros_like(bottom))
-    rows = torch.where(present, bottom - top + 1, torch.zeros_like(top))
-    return top, bottom, rows, present
-
-
-def object_size_loss(depth: torch.Tensor, masks: torch.Tensor, K: torch.Tensor,
-                     log_height: torch.Tensor, classes: torch.Tensor | None = None,
-                     min_rows: int = 4, depth_stat: str = 'pixel', return_count: bool = False):
-    """struct2depth's object size constraint.
-
-    For every object mask that is not empty, not cut by the image's top or bottom border and at
-    least ``min_rows`` rows tall, its pixel height ``p`` (rows spanned) and the learned real
-    height ``h = exp(log_height[class])`` give the depth estimate ``D_est = fy h / p``. Per
-    object, ``depth_stat`` says what is compared with it:
-
-    * ``'pixel'`` (default): the mean over the mask's pixels of ``|log d - log D_est|``: every
-      pixel is pulled toward D_est, so the object's median depth is what the term pins;
-    * ``'mean'`` / ``'median'``: ``|log D_obj - log D_est|`` with ``D_obj`` the mean / median
-      depth in the mask (struct2depth's form). Measured in training (docs/training.md), the
-      mean is *gamed*: the depth network met it with a bimodal object (some pixels far too
-      near, some far too far, the mean right), which made the objects' per-pixel error worse
-      than without the term; the median gives a gradient to one pixel per object only.
-
-    The loss is the mean over those objects (zero, with a graph, when there is none). Gradients
-    reach ``depth`` and ``log_height``; K is treated as given.
-
-    Args:
-        depth [B,1,H,W] (> 0); masks [B,M,H,W] in {0,1} (resized to H,W by nearest neighbour);
-        K [B,3,3] at depth's resolution; log_height: scalar or [C] tensor; classes: [B,M] long
-        indices into log_height (None: class 0 for all); depth_stat: 'pixel' | 'mean' | 'median'.
-    Returns: scalar loss (and the number of objects used, with ``return_count``).
-    """
-    if depth.dim() != 4 or depth.shape[1] != 1:
-        raise ValueError(f'depth must be [B,1,H,W], got {tuple(depth.shape)}')
-    if depth_stat not in ('pixel', 'mean', 'median'):
-        raise ValueError(f"depth_stat must be 'pixel', 'mean' or 'median', got {depth_stat!r}")
-    B, _, H, W = depth.shape
-    masks = _check_masks(masks, B, H, W, 'masks')
-    if not torch.is_tensor(K) or K.shape[-2:] != (3, 3) or K.reshape(-1, 3, 3).shape[0] != B:
-        raise ValueError(f'K must be [B,3,3] with B={B}, got {tuple(getattr(K, "shape", ()))}')
-    lh = torch.as_tensor(log_height).to(depth.dtype).reshape(-1)
-    M = masks.shape[1]
-    if classes is None:
-        classes = torch.zeros(B, M, dtype=torch.long, device=depth.device)
-    elif tuple(classes.shape) != (B, M):
-        raise ValueError(f'classes must be [B,M] = [{B},{M}], got {tuple(classes.shape)}')
-    top, bottom, rows, present = mask_row_extent(masks)
-    valid = present & (top > 0) & (bottom < H - 1) & (rows >= int(min_rows))
-    zero = depth.sum() * 0.0 + lh.sum() * 0.0
-    if not bool(valid.any()):
-        return (zero, 0) if return_count else zero
-    m = masks.to(depth.dtype)[valid]                                   # [N,H,W]
-    b_idx = torch.arange(B, device=depth.device).view(B, 1).expand(B, M)[valid]
-    d = depth[b_idx, 0]                                                # [N,H,W]
-    w = m * torch.isfinite(d).to(d.dtype)
-    d = torch.where(torch.isfinite(d), d, torch.ones_like(d))
-    fy = K.reshape(B, 3, 3)[b_idx, 1, 1].to(depth.dtype)
-    log_est = torch.log(fy) + lh[classes[valid]] - torch.log(rows[valid].to(depth.dtype))   # [N]
-    if depth_stat == 'pixel':
-        err = (torch.log(d.clamp_min(1e-6)) - log_est.view(-1, 1, 1)).abs()
-        loss = ((err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-6)).mean()
-    else:
-        if depth_stat == 'mean':
-            d_obj = (d * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-6)
-        else:
-            inside = torch.where(w > 0, d, torch.full_like(d, float('nan'))).flatten(1)
-            d_obj = inside.nanmedian(1).values
-        loss = (torch.log(d_obj.clamp_min(1e-6)) - log_est).abs().mean()
-    return (loss, int(valid.sum())) if return_count else loss
-
-
 # ----------------------------------------------------------------------------------------------
-# checkpoint file (beside encoder.pth / depth.pth / pose.pth)
+# checkpoint files (beside encoder.pth / depth.pth / pose.pth)
 # ----------------------------------------------------------------------------------------------
 def save_object_motion(net: ObjectMotionNet, path: str | os.PathLike) -> Path:
     """Write ``net`` to ``path`` (a file, or a directory -> ``directory/object_motion.pth``):
@@ -365,7 +214,6 @@ def load_object_motion(path: str | os.PathLike) -> ObjectMotionNet:
     """Read a file written by :func:`save_object_motion` (``torch.load(weights_only=True)``; a
     directory means ``directory/object_motion.pth``). Raises CheckpointError (a ValueError)
     naming the file when it is missing, unreadable, not an object-motion net or does not fit."""
-    from .state_dicts import CheckpointError, load_into, read_state_dict
     path = Path(path)
     if path.is_dir():
         path = path / OBJECT_MOTION_FILE
@@ -402,7 +250,6 @@ def save_object_size(prior: ObjectSizePrior, path: str | os.PathLike) -> Path:
 def load_object_size(path: str | os.PathLike) -> ObjectSizePrior:
     """Read a file written by :func:`save_object_size` (weights_only; a directory means
     ``directory/object_size.pth``); CheckpointError naming the file when it does not fit."""
-    from .state_dicts import CheckpointError, read_state_dict
     path = Path(path)
     if path.is_dir():
         path = path / OBJECT_SIZE_FILE

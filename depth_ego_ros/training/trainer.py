@@ -42,11 +42,11 @@ import numpy as np
 import torch
 
 from ..core import checkpoints as ckpt
-from ..core.losses import LossConfig, SelfSupervisedLoss, velocity_loss
-from ..core.losses_extra import (SequenceDepthNormalizer, alignment_loss_3d,
-                                 explainability_regularization, relative_depth_fn)
+from ..core.losses import (LossConfig, SelfSupervisedLoss, SequenceDepthNormalizer,
+                           alignment_loss_3d, explainability_regularization, object_size_loss,
+                           relative_depth_fn, velocity_loss)
 from ..core.object_motion import (ObjectMotionNet, ObjectSizePrior, mask_centroids,
-                                  object_motion_matrices, object_size_loss)
+                                  object_motion_matrices)
 from .config import CONFIG_FILE, TrainConfig, TrainConfigError
 from .distributed import DistContext, setup_distributed
 from .model import SfMModel, build_model, init_depth_output, init_pose_forward
