@@ -424,7 +424,7 @@ def depth_figure(cfg: DemoConfig, heldout_bag: Path, before_ckpt, after_ckpt, pa
     from ..core.estimator import Estimator, EstimatorConfig
     from ..data.synth import SynthConfig, SyntheticWorld
     from ..evaluation.metrics import DepthEvalConfig, depth_metrics
-    from ..evaluation.report import _figure
+    from ..evaluation.plots import figure as _figure
 
     world = SyntheticWorld(SynthConfig(frames=cfg.heldout_frames, width=cfg.camera_width,
                                        height=cfg.camera_height, seed=cfg.seed + 1000,
@@ -472,7 +472,7 @@ def depth_figure(cfg: DemoConfig, heldout_bag: Path, before_ckpt, after_ckpt, pa
 def trajectory_figure(eval_dirs: dict, path: Path) -> bool:
     """Top view: ground truth and the Sim(3)-aligned estimates before and after."""
     from ..evaluation import trajectory as tr
-    from ..evaluation.report import _figure, top_view_axes
+    from ..evaluation.plots import figure as _figure, top_view_axes
     gt_file = None
     est = {}
     for key, d in eval_dirs.items():
@@ -635,9 +635,8 @@ def _run(cfg: DemoConfig, out: Path, log_dir: Path, log) -> dict:
                    + (f' ({r:.2f}x)' if r else '') + ' -- below the 2x target; a longer training '
                    'budget (--train-minutes) or a faster machine is needed')
     report['verdict'] = verdict
-    from ..evaluation.report import write_json
-    from ..evaluation.evaluate import _clean
-    write_json(out / 'report.json', _clean(report))
+    from ..evaluation.report import clean, write_json
+    write_json(out / 'report.json', clean(report))
     source = 'perception node over DDS (recorded outputs)' if cfg.ros else 'Estimator offline'
     print(f'\nheld-out drive ({cfg.heldout_frames} frames, a street the training never saw), '
           f'{source}:')
