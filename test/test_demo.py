@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from depth_ego_ros.cli.demo import DemoConfig, run_demo, table
+from depth_ego_ros.demo import DemoConfig, run_demo, table
 
 
 @pytest.mark.timeout(420)
