@@ -29,7 +29,7 @@ MAX_CLASS_LINES = 300
 ALLOWED_LARGE: dict[str, str] = {}
 
 # Lower number = lower layer. A module may import from its own layer or any lower one.
-LAYERS = {'core': 0, 'data': 1, 'training': 2, 'evaluation': 2, 'ros': 3, 'cli': 4}
+LAYERS = {'core': 0, 'data': 1, 'training': 2, 'evaluation': 2, 'ros': 3, 'demo': 3, 'cli': 4}
 
 
 def module_name(path: Path) -> str:
