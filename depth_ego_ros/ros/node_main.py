@@ -22,6 +22,13 @@ def run_node(factory, name: str, args=None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # SIGINT/SIGTERM shut the context down from rclpy's signal handler; when that lands while
+        # the executor is building its wait set, rclpy raises RCLError('the given context is not
+        # valid') instead of ExternalShutdownException. That is a normal stop, not a crash: the
+        # node still closes (the recorder finalises its bag) and the exit code stays 0.
+        if node.context.ok():
+            raise
     finally:
         node.close()
         node.destroy_node()
