@@ -105,7 +105,7 @@ def _cuda_variants(args, tmp: str):
 
 def build(device, name, kw, args, tmp):
     if kw == 'tensorrt':             # export engines once, then load them
-        from depth_ego_ros.core.estimator import build_networks
+        from depth_ego_ros.core.models import build_networks
         out = Path(tmp) / 'trt'
         if not (out / export_mod.MANIFEST).exists():
             d, p, _ = build_networks(args.model)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from depth_ego_ros.core import checkpoints as ckpt
-from depth_ego_ros.core.estimator import build_networks
+from depth_ego_ros.core.models import build_networks
 
 pytestmark = pytest.mark.timeout(120)
 torch.set_num_threads(2)

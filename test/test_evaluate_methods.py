@@ -35,7 +35,7 @@ def test_posexp_pose_model(synth_bag, tmp_path, capsys):  # noqa: F811
 
 @pytest.fixture(scope='module')
 def posexp_intrinsics_ckpt(tmp_path_factory):
-    from depth_ego_ros.core.estimator import build_networks, save_networks
+    from depth_ego_ros.core.models import build_networks, save_networks
     depth, pose, _ = build_networks('resnet18', pose_model='posexp', learned_intrinsics=True)
     return save_networks(tmp_path_factory.mktemp('ckpt') / 'posexp', depth, pose,
                          model='resnet18', height=H, width=W)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from depth_ego_ros.cli.main import main
-from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, build_networks, save_networks
+from depth_ego_ros.core.estimator import Estimator, EstimatorConfig
+from depth_ego_ros.core.models import build_networks, save_networks
 
 W, H = 128, 64
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures('torch_one_thread')]

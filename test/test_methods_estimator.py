@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from depth_ego_ros.core import checkpoints as ckpt
-from depth_ego_ros.core.estimator import (MODELS, POSE_MODELS, Estimator, EstimatorConfig, Frame,
-                                          PackNetDepth, PoseExpPose, build_networks, save_networks)
+from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, Frame
+from depth_ego_ros.core.models import (MODELS, POSE_MODELS, PackNetDepth, PoseExpPose, build_networks,
+                                       save_networks)
 from depth_ego_ros.core.geometry import pose_vec_to_mat
 from depth_ego_ros.core.networks.packnet import PackNet01, packnet_disp_to_depth
 from depth_ego_ros.core.packnet_checkpoint import save_packnet_checkpoint
@@ -252,7 +253,7 @@ def test_predict_cli_with_methods(tmp_path, capsys):
 def test_exported_directory_runs_the_methods(tmp_path):
     """export_estimator_models (ONNX) -> EstimatorConfig(exported_model_dir=...) takes the pose
     model, learned intrinsics and PackNet's depth convention from the manifest and matches torch."""
-    from depth_ego_ros.core.estimator import export_estimator_models
+    from depth_ego_ros.core.models import export_estimator_models
     depth_net, pose_net, _ = build_networks(LIGHT, pose_model='posexp', learned_intrinsics=True, seed=6)
     d = save_networks(tmp_path / 'ck', depth_net, pose_net, model=LIGHT, height=H, width=W)
     manifest = export_estimator_models(tmp_path / 'exp', 'onnx', model=LIGHT, pose_model='posexp',

@@ -92,7 +92,8 @@ def test_packnet_checkpoint_selected_by_parameter_runs_in_the_node(tmp_path_fact
     (the configured network really ran), and odometry from the pose net."""
     import torch
 
-    from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, build_networks, save_networks
+    from depth_ego_ros.core.estimator import Estimator, EstimatorConfig
+    from depth_ego_ros.core.models import build_networks, save_networks
     model = 'packnet01-w0.25'
     depth_net, pose_net, _ = build_networks(model, pose_model='monodepth2', seed=5)
     ck = save_networks(tmp_path / 'packnet', depth_net, pose_net, model=model, height=64, width=128)

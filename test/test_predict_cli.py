@@ -6,7 +6,8 @@ from PIL import Image
 
 from depth_ego_ros.cli.main import main
 from depth_ego_ros.core import checkpoints as ckpt
-from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, build_networks
+from depth_ego_ros.core.estimator import Estimator, EstimatorConfig
+from depth_ego_ros.core.models import build_networks
 from depth_ego_ros.core.geometry import chain_poses, pose_from_tq_xyzw
 
 pytestmark = pytest.mark.timeout(180)
@@ -125,7 +126,7 @@ def test_predict_help_states_pose_direction(capsys):
 def test_predict_learned_intrinsics_on_by_checkpoint_and_off_by_flag(images, tmp_path, capsys):
     """A checkpoint with an intrinsics head: the learned K is used by default (no note about
     assuming KITTI's K); --no-learned-intrinsics ignores the head and falls back to that K."""
-    from depth_ego_ros.core.estimator import save_networks
+    from depth_ego_ros.core.models import save_networks
     depth, pose, _ = build_networks('resnet18', learned_intrinsics=True, seed=5)
     ck = save_networks(tmp_path / 'ckpt', depth, pose, model='resnet18', height=64, width=128)
     runs = {}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from depth_ego_ros.core.estimator import build_networks
+from depth_ego_ros.core.models import build_networks
 from depth_ego_ros.core.geometry import pose_vec_to_mat
 from depth_ego_ros.core.networks.depth_decoder import disp_to_depth
 from depth_ego_ros.training.model import build_model, init_depth_output, init_pose_forward

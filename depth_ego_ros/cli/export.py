@@ -84,7 +84,7 @@ def run(args) -> int:
     import torch
     from depth_ego_ros.core import checkpoints as ckpt
     from depth_ego_ros.core import export as export_mod
-    from depth_ego_ros.core.estimator import export_estimator_models
+    from depth_ego_ros.core.models import export_estimator_models
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -422,7 +422,7 @@ class OnlineRefiner:
 
     def save(self, directory) -> Path:
         """Write the last accepted weights (what the estimator runs) as a monodepth2 checkpoint."""
-        from .estimator import save_networks
+        from .models import save_networks
         ecfg = self.estimator.config
         with self._round_lock:
             d_net, p_net = copy.deepcopy(self.depth_net).cpu(), copy.deepcopy(self.pose_net).cpu()

@@ -2,7 +2,7 @@
 
 :class:`SfMModel` holds the networks of a checkpoint under the names the checkpoint files use,
 so one ``nn.Module`` can be wrapped in DistributedDataParallel and saved/loaded in the layouts
-the Estimator reads (:func:`depth_ego_ros.core.estimator.build_networks`):
+the Estimator reads (:func:`depth_ego_ros.core.models.build_networks`):
 
 =====================  =============================================  ==========================
 role                   monodepth2 (default)                           other methods
@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from ..core import checkpoints as ckpt
-from ..core.estimator import build_networks
+from ..core.models import build_networks
 from ..core.geometry import pose_vec_to_mat
 from ..core.names import PACKNET_WIDTHS, POSE_MODELS
 from ..core.networks.depth_decoder import disp_to_depth as md2_disp_to_depth
@@ -298,7 +298,7 @@ class SfMModel(nn.Module):
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save(self, directory, height: int, width: int, running_intrinsics: dict | None = None):
-        """Write the layout :func:`~depth_ego_ros.core.estimator.build_networks` loads:
+        """Write the layout :func:`~depth_ego_ros.core.models.build_networks` loads:
         monodepth2's (encoder.pth with height/width, depth.pth, pose_*.pth) for the ResNet
         networks, depth.pth with a ``model`` entry for PackNet, pose.pth with ``model='posexp'``
         for PoseExpNet, intrinsics.pth for the intrinsics head (with ``running_intrinsics`` =
@@ -382,7 +382,7 @@ def build_model(model: str = 'resnet18', checkpoint: str | os.PathLike | None = 
                 explainability: bool = False, intrinsics_init_focal: float = 1.0
                 ) -> tuple[SfMModel, dict]:
     """SfMModel with random (seeded) weights or loaded from a checkpoint directory (any layout
-    :func:`~depth_ego_ros.core.estimator.build_networks` reads; for PackNet also a PackNet-SfM
+    :func:`~depth_ego_ros.core.models.build_networks` reads; for PackNet also a PackNet-SfM
     ``.ckpt`` file).
 
     pose_model 'posexp': PoseExpNet(num_sources, output_exp=explainability). A checkpoint
