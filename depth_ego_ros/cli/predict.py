@@ -134,7 +134,8 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     from PIL import Image
     from depth_ego_ros.core import checkpoints as ckpt
-    from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, colorize_disparity
+    from depth_ego_ros.core.estimator import Estimator, EstimatorConfig
+    from depth_ego_ros.core.visualize import colorize_disparity
     from depth_ego_ros.core.geometry import chain_poses
 
     paths = [Path(p) for p in args.images]

@@ -51,6 +51,7 @@ from .device_ops import (ENCODINGS, Uploader, check_image, depth_to_cloud, pixel
                          split_cloud, to_network_input, to_rgb, upsample_disparity)
 from .export import ONNX_OPSET, export_onnx, read_manifest
 from .geometry import backproject, intrinsics_for_resize, pose_vec_to_mat
+from .visualize import colorize_disparity
 from .models import (DepthNet, PackNetDepth, PoseExpPose, PoseNet, build_networks,
                      export_estimator_models, save_networks)
 from .names import MODELS, PACKNET_WIDTHS, POSE_MODELS
@@ -334,50 +335,6 @@ def default_intrinsics(width: int, height: int) -> np.ndarray:
     K[0] *= width
     K[1] *= height
     return K
-
-
-# ----------------------------------------------------------------------------------------------
-# visualisation
-# ----------------------------------------------------------------------------------------------
-# magma anchors (value, R, G, B): a fallback when matplotlib is not installed
-_MAGMA_ANCHORS = np.array([
-    [0.000, 0, 0, 4], [0.125, 28, 16, 68], [0.250, 79, 18, 123], [0.375, 129, 37, 129],
-    [0.500, 181, 54, 122], [0.625, 229, 80, 100], [0.750, 251, 135, 97],
-    [0.875, 254, 194, 135], [1.000, 252, 253, 191]], dtype=np.float64)
-_LUT = None
-
-
-def _magma_lut() -> np.ndarray:
-    global _LUT
-    if _LUT is None:
-        x = np.linspace(0.0, 1.0, 256)
-        try:
-            import matplotlib
-            lut = matplotlib.colormaps['magma'](x)[:, :3] * 255.0
-        except Exception:  # no matplotlib: interpolate the anchors
-            lut = np.stack([np.interp(x, _MAGMA_ANCHORS[:, 0], _MAGMA_ANCHORS[:, i])
-                            for i in (1, 2, 3)], axis=1)
-        _LUT = np.clip(np.round(lut), 0, 255).astype(np.uint8)
-    return _LUT
-
-
-def colorize_disparity(depth: np.ndarray, vmax_percentile: float = 95.0) -> np.ndarray:
-    """Depth (HxW, any units; <=0 / non-finite = invalid) -> uint8 HxWx3 RGB magma image of the
-    inverse depth, normalised like monodepth2's test_simple (min .. 95th percentile); near is
-    bright, far and invalid are dark."""
-    depth = np.asarray(depth, dtype=np.float32)
-    if depth.ndim != 2:
-        raise ValueError(f'depth must be HxW, got shape {depth.shape}')
-    valid = np.isfinite(depth) & (depth > 0)
-    disp = np.zeros_like(depth)
-    disp[valid] = 1.0 / depth[valid]
-    if not np.any(valid):
-        return np.zeros(depth.shape + (3,), np.uint8) + _magma_lut()[0]
-    vmin = float(disp[valid].min())
-    vmax = float(np.percentile(disp[valid], vmax_percentile))
-    norm = np.clip((disp - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
-    norm[~valid] = 0.0
-    return _magma_lut()[np.round(norm * 255).astype(np.int64)]
 
 
 # ----------------------------------------------------------------------------------------------

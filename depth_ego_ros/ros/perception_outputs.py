@@ -24,7 +24,7 @@ class PerceptionOutputs:
     ``point_cloud``: Estimator.point_cloud (back-projects the last depth on its device)."""
 
     def __init__(self, params, tf, multi: bool, T_base_cam: np.ndarray, point_cloud):
-        from depth_ego_ros.core.estimator import colorize_disparity   # (imports torch)
+        from depth_ego_ros.core.visualize import colorize_disparity
         from depth_ego_ros.core.networks.posexp_net import mask_to_mono8
         self._params = params
         self.tf = tf

@@ -682,7 +682,7 @@ class Trainer:
     def sample_images(self, n: int = 4):
         """(N,3,2H,W) float images: RGB above the colour-mapped predicted depth, from the
         held-out split (else the training split)."""
-        from ..core.estimator import colorize_disparity
+        from ..core.visualize import colorize_disparity
         data = self.val_set if self.val_set is not None else self.train_set
         idx = np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(int)
         imgs = torch.stack([data[int(i)]['image'] for i in idx]).to(self.device)
