@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, default_intrinsics  # noqa: E402
+from depth_ego_ros.core.cameras import default_intrinsics  # noqa: E402
+from depth_ego_ros.core.estimator import Estimator, EstimatorConfig  # noqa: E402
 
 BACKENDS = {   # 'eager' = the networks exactly as built (the Estimator's torch defaults now
     # fold BatchNorm and use channels_last: see bench/bench_inference.py for those variants)

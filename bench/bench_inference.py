@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, default_intrinsics  # noqa: E402
+from depth_ego_ros.core.cameras import default_intrinsics  # noqa: E402
+from depth_ego_ros.core.estimator import Estimator, EstimatorConfig  # noqa: E402
 from depth_ego_ros.core import export as export_mod  # noqa: E402
 from depth_ego_ros.core.backends import onnxruntime_available  # noqa: E402
 

@@ -16,7 +16,8 @@ from depth_ego_ros.core import export as export_mod
 from depth_ego_ros.core.backends import FastELU, TorchRunner, onnxruntime_available
 from depth_ego_ros.core.device_ops import (Uploader, depth_to_cloud, pack_rgb, split_cloud,
                                            to_network_input, to_rgb)
-from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, Frame, default_intrinsics
+from depth_ego_ros.core.cameras import default_intrinsics
+from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, Frame
 from depth_ego_ros.core.models import build_networks
 
 pytestmark = pytest.mark.timeout(240)

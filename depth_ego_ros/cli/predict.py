@@ -91,7 +91,7 @@ def add_parser(subparsers):
 
 
 def _intrinsics(args, width: int, height: int) -> np.ndarray:
-    from depth_ego_ros.core.estimator import default_intrinsics
+    from depth_ego_ros.core.cameras import default_intrinsics
     if args.K is not None:
         return np.asarray(args.K, dtype=np.float64).reshape(3, 3)
     if args.fx is not None:

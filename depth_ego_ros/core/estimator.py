@@ -51,6 +51,7 @@ from .device_ops import (ENCODINGS, Uploader, check_image, depth_to_cloud, pixel
                          split_cloud, to_network_input, to_rgb, upsample_disparity)
 from .export import ONNX_OPSET, export_onnx, read_manifest
 from .geometry import backproject, intrinsics_for_resize, pose_vec_to_mat
+from .cameras import MONODEPTH2_KITTI_K, _CameraState, _K_from_normalized, default_intrinsics
 from .visualize import colorize_disparity
 from .models import (DepthNet, PackNetDepth, PoseExpPose, PoseNet, build_networks,
                      export_estimator_models, save_networks)
@@ -74,10 +75,6 @@ log = logging.getLogger(__name__)
 # EstimatorConfig.model / .pose_model choices (core/names.py)
 _SCALE_MODES = ('none', 'relative', 'fixed', 'camera_height', 'speed')
 
-#: monodepth2's KITTI intrinsics, normalised by the image size (fx/W, fy/H, cx/W, cy/H)
-MONODEPTH2_KITTI_K = np.array([[0.58, 0.0, 0.5],
-                               [0.0, 1.92, 0.5],
-                               [0.0, 0.0, 1.0]])
 #: below this speed (m/s) a frame does not update the speed-based scale
 MIN_SPEED = 0.05
 
@@ -252,15 +249,6 @@ class Frame(NamedTuple):
     encoding: str = 'rgb8'
 
 
-def _K_from_normalized(v, width: float, height: float) -> np.ndarray:
-    """(fx/W, fy/H, ox, oy) (the intrinsics head's normalised output) -> 3x3 float64 K for a
-    width x height image (pixel centres at integers, as IntrinsicsHead)."""
-    fx, fy, ox, oy = (float(a) for a in v)
-    return np.array([[fx * width, 0.0, (0.5 + ox) * width - 0.5],
-                     [0.0, fy * height, (0.5 + oy) * height - 0.5],
-                     [0.0, 0.0, 1.0]])
-
-
 def _finite(x) -> bool:
     try:
         return math.isfinite(float(x))
@@ -328,33 +316,11 @@ def fit_ground_plane(points: np.ndarray, max_tilt_deg: float = 35.0, iterations:
     return n, float(h)
 
 
-def default_intrinsics(width: int, height: int) -> np.ndarray:
-    """monodepth2's KITTI intrinsics scaled to a width x height image (a stand-in when the
-    camera's K is unknown; only the metric scale modes depend on it)."""
-    K = MONODEPTH2_KITTI_K.copy()
-    K[0] *= width
-    K[1] *= height
-    return K
-
-
 # ----------------------------------------------------------------------------------------------
 # the estimator
 # ----------------------------------------------------------------------------------------------
 _resolve_device = resolve_device          # the old private name (kept for callers)
 _ALL = object()                           # reset(): every camera
-
-
-class _CameraState:
-    """Per-camera state: the previous frame (network input on the device) and its stamp for the
-    pose net, and the running metric scale estimate."""
-    __slots__ = ('prev', 'prev_stamp', 'scale', 'rng', 'intrinsics')
-
-    def __init__(self):
-        self.prev: torch.Tensor | None = None
-        self.prev_stamp: float | None = None
-        self.scale: float | None = None
-        self.rng = np.random.default_rng(0)
-        self.intrinsics: RunningIntrinsics | None = None   # learned K (plain mean of the pairs)
 
 
 class Estimator:

@@ -203,7 +203,7 @@ class Inputs:
     def K_at(self, wh):
         """The camera matrix for images of size ``wh`` (camera_info's, resized; else the default)."""
         if self.K is None:
-            from ..core.estimator import default_intrinsics
+            from ..core.cameras import default_intrinsics
             return default_intrinsics(*wh)
         if self.info_wh and tuple(self.info_wh) != tuple(wh):
             return intrinsics_for_resize(self.K, self.info_wh, wh)
