@@ -8,7 +8,8 @@ import torch
 
 from depth_ego_ros.core import checkpoints as ckpt
 from depth_ego_ros.core.cameras import default_intrinsics
-from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, EstimatorOutput, fit_ground_plane
+from depth_ego_ros.core.estimator import Estimator, EstimatorConfig, EstimatorOutput
+from depth_ego_ros.core.scale import fit_ground_plane
 from depth_ego_ros.core.visualize import colorize_disparity
 from depth_ego_ros.core.models import build_networks
 from depth_ego_ros.core.networks.depth_decoder import disp_to_depth

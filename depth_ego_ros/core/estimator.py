@@ -53,6 +53,7 @@ from .export import ONNX_OPSET, export_onnx, read_manifest
 from .geometry import backproject, intrinsics_for_resize, pose_vec_to_mat
 from .estimator_types import (_SCALE_MODES, EstimatorConfig, EstimatorOutput, Frame, _finite,
                               check_K, check_number)
+from .scale import MIN_SPEED, ScaleRecovery, fit_ground_plane
 from .cameras import MONODEPTH2_KITTI_K, _CameraState, _K_from_normalized, default_intrinsics
 from .visualize import colorize_disparity
 from .models import (DepthNet, PackNetDepth, PoseExpPose, PoseNet, build_networks,
@@ -74,68 +75,7 @@ __all__ = ['EstimatorConfig', 'Estimator', 'EstimatorOutput', 'Frame', 'DepthNet
 
 log = logging.getLogger(__name__)
 
-#: below this speed (m/s) a frame does not update the speed-based scale
-MIN_SPEED = 0.05
 
-
-# ----------------------------------------------------------------------------------------------
-# scale helpers
-# ----------------------------------------------------------------------------------------------
-def fit_ground_plane(points: np.ndarray, max_tilt_deg: float = 35.0, iterations: int = 128,
-                     inlier_ratio: float = 0.05, min_inlier_fraction: float = 0.2,
-                     rng: np.random.Generator | None = None):
-    """RANSAC ground plane in camera (optical) coordinates.
-
-    Args:
-        points: (N,3) candidate points (the lower image part), x right, y down, z forward.
-        max_tilt_deg: the plane normal must be within this angle of the camera's up axis (-y).
-        inlier_ratio: a point is an inlier when its distance to the plane is below
-            ``inlier_ratio * height`` (relative, so it works on depth of unknown scale).
-        min_inlier_fraction: fewer inliers than this fraction of the points -> no plane.
-    Returns:
-        (normal (3,), height) with the normal pointing up (towards the camera side) and
-        ``height`` the camera's distance above the plane (> 0), or None when no plausible
-        plane is found.
-    """
-    P = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    P = P[np.all(np.isfinite(P), axis=1) & (P[:, 2] > 0)]
-    n_pts = P.shape[0]
-    if n_pts < 20:
-        return None
-    rng = rng if rng is not None else np.random.default_rng(0)
-    cos_tilt = math.cos(math.radians(max_tilt_deg))
-    idx = rng.integers(0, n_pts, size=(iterations, 3))
-    a, b, c = P[idx[:, 0]], P[idx[:, 1]], P[idx[:, 2]]
-    normals = np.cross(b - a, c - a)
-    norms = np.linalg.norm(normals, axis=1)
-    ok = norms > 1e-12
-    normals = normals[ok] / norms[ok, None]
-    a = a[ok]
-    normals *= np.where(normals[:, 1:2] > 0, -1.0, 1.0)      # point up (-y)
-    d = -np.einsum('ij,ij->i', normals, a)                      # n.p + d = 0; d = camera height
-    keep = (-normals[:, 1] >= cos_tilt) & (d > 0)
-    if not np.any(keep):
-        return None
-    normals, d = normals[keep], d[keep]
-    resid = np.abs(P @ normals.T + d)                           # (N, hypotheses)
-    counts = (resid < inlier_ratio * d).sum(axis=0)
-    best = int(np.argmax(counts))
-    if counts[best] < max(10, min_inlier_fraction * n_pts):
-        return None
-    n, h = normals[best], d[best]
-    # refine: least squares plane through the inliers (two rounds)
-    for _ in range(2):
-        inl = P[np.abs(P @ n + h) < inlier_ratio * h]
-        if inl.shape[0] < 10:
-            break
-        centroid = inl.mean(axis=0)
-        _, _, vt = np.linalg.svd(inl - centroid, full_matrices=False)
-        n_new = vt[-1] * (-1.0 if vt[-1][1] > 0 else 1.0)
-        h_new = -float(n_new @ centroid)
-        if h_new <= 0 or -n_new[1] < cos_tilt:
-            break
-        n, h = n_new, h_new
-    return n, float(h)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,7 +85,7 @@ _resolve_device = resolve_device          # the old private name (kept for calle
 _ALL = object()                           # reset(): every camera
 
 
-class Estimator:
+class Estimator(ScaleRecovery):
     """Depth + ego-motion from one or more monocular RGB streams.
 
     ``Estimator(config, checkpoint=None)``: checkpoint is a monodepth2-layout directory; None
@@ -330,30 +270,6 @@ class Estimator:
         """Camera ids seen by infer/infer_batch."""
         return list(self._cams)
 
-    def camera_scale(self, camera_id=None) -> float:
-        """The current metric scale of ``camera_id`` (1.0 until estimated)."""
-        mode = self.config.scale_mode
-        if mode == 'none':
-            return 1.0
-        if mode == 'fixed':
-            return float(self.config.scale_factor)
-        st = self._cams.get(camera_id)
-        return float(st.scale) if st is not None and st.scale is not None else 1.0
-
-    @property
-    def scale(self) -> float:
-        """The current metric scale of the default camera (1.0 until estimated)."""
-        return self.camera_scale(None)
-
-    @property
-    def _scale(self):
-        st = self._cams.get(None)
-        return st.scale if st is not None else None
-
-    @_scale.setter
-    def _scale(self, value):
-        self._state(None).scale = value
-
     # -- validation ----------------------------------------------------------------------
     @staticmethod
     def _check_image(image, encoding: str = 'rgb8') -> np.ndarray:
@@ -424,65 +340,6 @@ class Estimator:
         """uint8 HxWxC -> [1,3,h,w] float32 in [0,1] at network resolution, on the device."""
         image = self._check_image(image, encoding)
         return self._upload([Frame(image, None, encoding=encoding)])[0]
-
-    def _ground_scale(self, scaled_disp: torch.Tensor, K: np.ndarray, in_wh,
-                      rng: np.random.Generator) -> float | None:
-        """Scale from the ground plane in the lower image part, or None if none found."""
-        h, w = scaled_disp.shape[-2:]
-        K_net = intrinsics_for_resize(K, in_wh, (w, h))
-        depth = 1.0 / scaled_disp
-        # lower 40 % of the image, central 80 % of the columns, subsampled to ~2000 points
-        v0, u0, u1 = int(0.6 * h), int(0.1 * w), int(0.9 * w)
-        step = max(1, int(math.sqrt((h - v0) * (u1 - u0) / 2000.0)))
-        pts = backproject(depth, torch.as_tensor(K_net, dtype=torch.float32, device=depth.device))
-        pts = pts[0, :, v0::step, u0:u1:step].reshape(3, -1).T.cpu().double().numpy()
-        plane = fit_ground_plane(pts, rng=rng)
-        if plane is None:
-            return None
-        scale = self.config.camera_height / plane[1]
-        return scale if _finite(scale) and scale > 0 else None
-
-    def _smooth(self, st: _CameraState, raw: float | None) -> float:
-        if raw is not None:
-            if st.scale is None:
-                st.scale = raw
-            else:
-                s = self.config.scale_smoothing
-                st.scale = math.exp(s * math.log(st.scale) + (1.0 - s) * math.log(raw))
-        return float(st.scale) if st.scale is not None else 1.0
-
-    def _scale_for(self, i: int, f: Frame, scaled: torch.Tensor, T, update: bool) -> float:
-        """The metric scale of frame i (updating its camera's estimate when ``update``)."""
-        cfg = self.config
-        H, W = f.image.shape[:2]
-        if cfg.scale_mode == 'camera_height':
-            if update:
-                st = self._state(f.camera_id)
-                return self._smooth(st, self._ground_scale(scaled[i:i + 1], f.K, (W, H), st.rng))
-            st = self._cams.get(f.camera_id)
-            if st is not None and st.scale is not None:
-                return float(st.scale)
-            raw = self._ground_scale(scaled[i:i + 1], f.K, (W, H), np.random.default_rng(0))
-            return raw if raw is not None else 1.0
-        if cfg.scale_mode == 'speed':
-            if not update:
-                return self.camera_scale(f.camera_id)
-            st = self._state(f.camera_id)
-            raw = None
-            if T is not None and f.speed is not None and f.stamp is not None \
-                    and st.prev_stamp is not None:
-                dt = f.stamp - st.prev_stamp
-                norm_t = float(np.linalg.norm(T[:3, 3]))
-                if dt > 0 and abs(f.speed) >= MIN_SPEED and norm_t > 1e-9:
-                    raw = abs(f.speed) * dt / norm_t
-                elif dt <= 0:
-                    log.debug('speed scale: non-increasing stamp (dt=%.6f), scale kept', dt)
-            return self._smooth(st, raw)
-        if cfg.scale_mode == 'relative':
-            # scaled is inverse depth: 1 / median(depth) = median(inverse depth)
-            med = float(scaled[i].median())
-            return med if math.isfinite(med) and med > 0 else 1.0
-        return self.camera_scale(f.camera_id)
 
     def _run(self, items, with_pose: bool) -> list[EstimatorOutput]:
         """The one code path of infer / infer_batch (with_pose=True: pose + state updates) and
