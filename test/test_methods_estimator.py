@@ -277,11 +277,11 @@ def test_exported_directory_runs_the_methods(tmp_path):
 def test_backend_failure_falls_back_to_torch(monkeypatch, caplog):
     """A PackNet/PoseExpNet that ONNX Runtime cannot take runs on torch, with the reason logged
     and in backend_info (the ResNet baseline keeps raising: its export must work)."""
-    from depth_ego_ros.core import estimator as est_mod
+    from depth_ego_ros.core.backends import OrtRunner
 
     def broken(*args, **kwargs):
         raise RuntimeError('simulated export failure')
-    monkeypatch.setattr(est_mod.OrtRunner, 'from_nets', broken)
+    monkeypatch.setattr(OrtRunner, 'from_nets', broken)
     with caplog.at_level(logging.WARNING):
         est = Estimator(_cfg(model=LIGHT, pose_model='posexp', backend='onnxruntime'))
     assert est.backend_info['backend'] == 'torch' and est.config.backend == 'torch'

@@ -23,6 +23,17 @@ encoder fed the stacked pair [previous, current] + pose decoder. The pose encode
 from its first convolution on, so no encoder features of the previous frame can be reused; the
 previous frame's preprocessed tensor is kept on the device instead (no re-upload or re-resize).
 Checkpoints use monodepth2's directory layout (see :mod:`depth_ego_ros.core.checkpoints`).
+
+Where the parts live: this module is the Estimator itself (frames in, depth/pose out: upload,
+depth, post-processing, state, point cloud); its settings and records are in
+:mod:`~depth_ego_ros.core.estimator_types`, the networks and their loading in
+:mod:`~depth_ego_ros.core.models`, the backend runner's choice/construction and weight swaps in
+:mod:`~depth_ego_ros.core.runner_setup`, the pose-network stage in
+:mod:`~depth_ego_ros.core.pose_stage`, scale recovery in :mod:`~depth_ego_ros.core.scale`,
+per-camera state and default intrinsics in :mod:`~depth_ego_ros.core.cameras`, and the
+colour-mapped depth in :mod:`~depth_ego_ros.core.visualize`. runner_setup, pose_stage and
+scale hold Estimator methods as mixins (RunnerSetup, PoseStage, ScaleRecovery), so each
+concern reads in its own file while the Estimator's API stays one class.
 """
 from __future__ import annotations
 
@@ -30,62 +41,44 @@ import dataclasses
 import functools
 import logging
 import math
-import copy
 import os
 import threading
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Hashable, NamedTuple, Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import checkpoints as ckpt
-from .backends import (BACKENDS as _BACKENDS, PRECISIONS as _PRECISIONS, OrtRunner, TorchRunner,
-                       TorchScriptRunner, default_cache_dir, load_exported_runner, resolve_backend,
-                       resolve_device)
-from .device_ops import (ENCODINGS, Uploader, check_image, depth_to_cloud, pixel_rays,
-                         split_cloud, to_network_input, to_rgb, upsample_disparity)
-from .export import ONNX_OPSET, export_onnx, read_manifest
-from .geometry import backproject, intrinsics_for_resize, pose_vec_to_mat
-from .estimator_types import (_SCALE_MODES, EstimatorConfig, EstimatorOutput, Frame, _finite,
-                              check_K, check_number)
-from .scale import MIN_SPEED, ScaleRecovery, fit_ground_plane
-from .cameras import MONODEPTH2_KITTI_K, _CameraState, _K_from_normalized, default_intrinsics
+from .backends import resolve_device
+from .cameras import _CameraState
+from .device_ops import Uploader, check_image, depth_to_cloud, pixel_rays, to_network_input, to_rgb, \
+    upsample_disparity
+from .estimator_types import EstimatorConfig, EstimatorOutput, Frame, _finite, check_K, check_number
+from .networks.depth_decoder import disp_to_depth
+from .networks.packnet import packnet_disp_to_depth
+from .pose_stage import PoseStage
+from .runner_setup import RunnerSetup
+from .scale import ScaleRecovery
+# re-exported: the names outside code imports from here (docs, training, scripts loading
+# checkpoints); inside the package import them from where they live
+from .cameras import default_intrinsics
+from .device_ops import ENCODINGS, split_cloud
+from .models import build_networks, export_estimator_models, save_networks
+from .names import MODELS, POSE_MODELS
 from .visualize import colorize_disparity
-from .models import (DepthNet, PackNetDepth, PoseExpPose, PoseNet, build_networks,
-                     export_estimator_models, save_networks)
-from .names import MODELS, PACKNET_WIDTHS, POSE_MODELS
-from .networks.depth_decoder import DepthDecoder, disp_to_depth
-from .networks.pose_decoder import PoseDecoder
-from .networks.intrinsics_head import IntrinsicsHead, RunningIntrinsics
-from .networks.packnet import PACKNET_MIN_DEPTH, PackNet01, packnet_disp_to_depth
-from .networks.posexp_net import PoseExpNet
-from .networks.resnet_encoder import ResnetEncoder, parse_num_layers
 
-__all__ = ['EstimatorConfig', 'Estimator', 'EstimatorOutput', 'Frame', 'DepthNet', 'PoseNet',
-           'PackNetDepth', 'PoseExpPose', 'MODELS', 'POSE_MODELS', 'save_networks',
-           'export_estimator_models',
-           'build_networks', 'fit_ground_plane', 'colorize_disparity', 'default_intrinsics',
-           'split_cloud', 'export_onnx', 'default_cache_dir', 'MONODEPTH2_KITTI_K', 'ENCODINGS',
-           'ONNX_OPSET']
+__all__ = ['Estimator', 'EstimatorConfig', 'EstimatorOutput', 'Frame',
+           # re-exports (see above)
+           'build_networks', 'save_networks', 'export_estimator_models', 'default_intrinsics',
+           'colorize_disparity', 'split_cloud', 'ENCODINGS', 'MODELS', 'POSE_MODELS']
 
 log = logging.getLogger(__name__)
 
-
-
-
-# ----------------------------------------------------------------------------------------------
-# the estimator
-# ----------------------------------------------------------------------------------------------
-_resolve_device = resolve_device          # the old private name (kept for callers)
 _ALL = object()                           # reset(): every camera
 
 
-class Estimator(ScaleRecovery):
+class Estimator(PoseStage, ScaleRecovery, RunnerSetup):
     """Depth + ego-motion from one or more monocular RGB streams.
 
     ``Estimator(config, checkpoint=None)``: checkpoint is a monodepth2-layout directory; None
@@ -104,53 +97,7 @@ class Estimator(ScaleRecovery):
         self.device = resolve_device(config.device)
         requested_backend = config.backend
 
-        manifest = None
-        if config.exported_model_dir is not None:
-            manifest = read_manifest(config.exported_model_dir)
-            if manifest['model'] != config.model:
-                log.info('exported model is %s (config says %s)', manifest['model'], config.model)
-                config.model = manifest['model']
-            for key, default in (('pose_model', 'monodepth2'), ('learned_intrinsics', False)):
-                value = manifest.get(key, default)
-                if getattr(config, key) != value:
-                    log.info('exported model has %s=%r (config says %r)', key, value,
-                             getattr(config, key))
-                    setattr(config, key, value)
-            if (manifest['width'], manifest['height']) != (config.width, config.height):
-                log.warning('exported models run at %sx%s; using that instead of %sx%s',
-                            manifest['width'], manifest['height'], config.width, config.height)
-                config.width, config.height = int(manifest['width']), int(manifest['height'])
-
-        if config.precision == 'fp16' and self.device.type != 'cuda':
-            warnings.warn('precision fp16 is only supported on CUDA; using fp32 on the CPU',
-                          RuntimeWarning, stacklevel=2)
-            log.warning('precision fp16 is only supported on CUDA; using fp32 on the CPU')
-            config.precision = 'fp32'
-        if config.precision == 'bf16' and self.device.type == 'cuda' and \
-                not torch.cuda.is_bf16_supported():
-            raise ValueError(f'precision bf16 is not supported by {torch.cuda.get_device_name(self.device)}; '
-                             'use fp16')
-        if config.cuda_graphs and self.device.type != 'cuda':
-            log.warning('cuda_graphs is ignored on %s', self.device)
-            config.cuda_graphs = False
-        torch_only = (requested_backend == 'auto' and manifest is None and
-                      (config.compile or config.cuda_graphs or config.precision == 'bf16' or
-                       (config.channels_last is True and self.device.type != 'cuda')))
-        if config.channels_last is None:    # measured faster on this CPU too (docs/inference.md)
-            config.channels_last = True
-        backend, why = resolve_backend(requested_backend, self.device,
-                                       manifest['format'] if manifest else None, torch_only)
-        if manifest is not None:
-            if config.precision != manifest['precision']:
-                log.info('exported models are %s; precision %s ignored', manifest['precision'],
-                         config.precision)
-            config.precision = manifest['precision']
-        elif backend == 'onnxruntime' and config.precision != 'fp32':
-            log.warning('the onnxruntime backend exports fp32 models at start; ignoring precision '
-                        '%s (export with `depth-ego export --fp16` and set exported_model_dir)',
-                        config.precision)
-            config.precision = 'fp32'
-        config.backend = backend
+        manifest, backend, why = self._choose_backend(config, requested_backend)
         self.config = config
         self.dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(config.precision, torch.float32)
         # torch's intra-op threads, applied on the thread that runs inference (OpenMP keeps the
@@ -165,38 +112,7 @@ class Estimator(ScaleRecovery):
         self._apply_threads()
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
-        self.checkpoint_meta = {}
-        if manifest is not None:
-            if self.checkpoint is not None:
-                log.warning('checkpoint %s ignored: the weights come from the exported models in %s',
-                            self.checkpoint, manifest['directory'])
-            if manifest.get('random_weights'):
-                log.warning('Estimator: the exported models in %s have RANDOM weights: depth and '
-                            'poses are meaningless', manifest['directory'])
-            self.runner = load_exported_runner(manifest, self.device, config.num_threads,
-                                               config.optimize)
-            self._pose_outputs = list(manifest.get('pose_outputs') or ('axisangle', 'translation'))
-            net_min_depth = manifest.get('packnet_min_depth')
-        else:
-            if self.checkpoint is None:
-                log.warning('Estimator: no checkpoint given, the networks have RANDOM weights: '
-                            'depth and poses are meaningless (give a checkpoint directory or PackNet .ckpt)')
-            depth_net, pose_net, meta = build_networks(
-                config.model, self.checkpoint, pose_model=config.pose_model,
-                learned_intrinsics=config.learned_intrinsics)
-            self.checkpoint_meta = meta
-            self._pose_outputs = list(getattr(pose_net, 'output_names', ('axisangle', 'translation')))
-            net_min_depth = depth_net.net.min_depth if isinstance(depth_net, PackNetDepth) else None
-            if self.checkpoint is not None and pose_net is None and self.checkpoint.is_file():
-                log.warning('%s is a PackNet-SfM .ckpt (depth network only): relative poses will '
-                            'be None', self.checkpoint)
-            elif self.checkpoint is not None and pose_net is None:
-                log.warning('checkpoint %s has no pose networks (%s, %s): relative poses will be None',
-                            self.checkpoint, ckpt.POSE_ENCODER_FILE, ckpt.POSE_FILE)
-            if meta.get('width') and (meta['width'], meta['height']) != (config.width, config.height):
-                log.info('checkpoint was trained at %sx%s; running at %sx%s',
-                         meta['width'], meta['height'], config.width, config.height)
-            self.runner = self._make_runner(backend, depth_net, pose_net, net_min_depth)
+        net_min_depth = self._load_runner(config, manifest, backend)
         self.has_pose = bool(self.runner.has_pose)
         # disparity -> depth: monodepth2's (ResNet) or PackNet-SfM's inverse-depth convention
         self._disp_to_depth = disp_to_depth if net_min_depth is None else \
@@ -222,31 +138,6 @@ class Estimator(ScaleRecovery):
         self._swap_lock = threading.Lock()           # serialises swap_runner callers only
         self.weights_version = 0                     # +1 per swap_runner (online refinement)
         self.reset()
-
-    def _make_runner(self, backend, depth_net, pose_net, net_min_depth=None):
-        cfg = self.config
-        tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
-            ('-K' if cfg.learned_intrinsics else '')
-        if backend in ('onnxruntime', 'torchscript'):
-            try:
-                if backend == 'onnxruntime':
-                    return OrtRunner.from_nets(depth_net, pose_net, self.device, cfg.width,
-                                               cfg.height, tag, cfg.cache_dir, cfg.num_threads)
-                return TorchScriptRunner.from_nets(depth_net, pose_net, self.device, cfg.precision,
-                                                   cfg.optimize, (cfg.height, cfg.width))
-            except Exception as exc:   # export/trace failure of a network: torch still runs it
-                if cfg.model in ('resnet18', 'resnet50') and cfg.pose_model == 'monodepth2' \
-                        and not cfg.learned_intrinsics:
-                    raise
-                log.warning('backend %s failed for %s (%s: %s); falling back to torch', backend,
-                            tag, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else '')
-                self._fallback_reason = f'{backend} failed: {type(exc).__name__}: {exc}'
-                depth_net, pose_net, _ = build_networks(
-                    cfg.model, self.checkpoint, pose_model=cfg.pose_model,
-                    learned_intrinsics=cfg.learned_intrinsics)
-                cfg.backend = 'torch'
-        return TorchRunner(depth_net, pose_net, self.device, cfg.precision, cfg.channels_last,
-                           cfg.optimize, cfg.compile, cfg.cuda_graphs)
 
     # -- state ---------------------------------------------------------------------------
     def reset(self, camera_id=_ALL):
@@ -406,180 +297,6 @@ class Estimator(ScaleRecovery):
                                 camera_id=frames[i].camera_id, stamp=frames[i].stamp,
                                 K=np.array(frames[i].K, dtype=np.float64), explainability=masks[i])
                 for i in range(n)]
-
-    def _pose_stage(self, frames: list, x: torch.Tensor, with_pose: bool, runner=None):
-        """One pose-network call for the batch -> (T_prev_curr per frame | None, explainability
-        per frame | None, K used per frame).
-
-        with_pose: pairs [previous, current] for every frame whose camera has a previous frame,
-        and (learned intrinsics) the cameras' running K updated with each pair's prediction.
-        Learned intrinsics, a frame without K whose camera has no estimate yet and no pair: the
-        pair [current, current] is added to the call, only for its K (no state change)."""
-        cfg = self.config
-        runner = self.runner if runner is None else runner
-        n = len(frames)
-        learned = cfg.learned_intrinsics
-        T, masks, K_used = [None] * n, [None] * n, [f.K for f in frames]
-        pair_of: dict[int, int] = {}           # frame index -> row of the pose call
-        rows_prev, rows_cur = [], []
-        if with_pose:
-            last_in_batch = {}
-            for i, f in enumerate(frames):     # the previous frame: earlier in this batch, else state
-                if f.camera_id in last_in_batch:
-                    prev = x[last_in_batch[f.camera_id]]
-                else:
-                    st = self._cams.get(f.camera_id)
-                    prev = st.prev if st is not None else None
-                if prev is not None:
-                    pair_of[i] = len(rows_prev)
-                    rows_prev.append(prev)
-                    rows_cur.append(x[i])
-                last_in_batch[f.camera_id] = i
-        self_pair: dict[int, int] = {}
-        if learned:
-            estimated = set()                  # cameras with an estimate before frame i
-            for i, f in enumerate(frames):
-                st = self._cams.get(f.camera_id)
-                has = f.camera_id in estimated or (st is not None and st.intrinsics is not None) \
-                    or self._intrinsics_prior is not None
-                if f.K is None and i not in pair_of and not has:
-                    self_pair[i] = len(rows_prev)
-                    rows_prev.append(x[i])
-                    rows_cur.append(x[i])
-                if i in pair_of and with_pose:
-                    estimated.add(f.camera_id)
-        mats = intr = exp = None
-        if rows_prev:
-            outs = runner.pose(torch.cat([torch.stack(rows_prev), torch.stack(rows_cur)], dim=1))
-            named = dict(zip(self._pose_outputs, outs))
-            vec = torch.cat([named['axisangle'].float().reshape(-1, 3),
-                             named['translation'].float().reshape(-1, 3)], dim=1).cpu().double()
-            mats = pose_vec_to_mat(vec[:, :3], vec[:, 3:], invert=self._pose_invert).numpy()
-            if 'intrinsics' in named:
-                intr = named['intrinsics'].float().cpu().double().numpy()
-            if 'explainability' in named:
-                exp = named['explainability'].float()[:, 0].cpu().numpy()
-        for i, f in enumerate(frames):         # input order: a camera's estimate grows in turn
-            H, W = f.image.shape[:2]
-            k = pair_of.get(i)
-            if k is not None:
-                T[i] = mats[k].copy()
-                if exp is not None:
-                    masks[i] = exp[k].copy()
-                if intr is not None:
-                    st = self._state(f.camera_id)
-                    if st.intrinsics is None:
-                        st.intrinsics = self._new_running_intrinsics()
-                    st.intrinsics.update(_K_from_normalized(intr[k], cfg.width, cfg.height),
-                                         cfg.width, cfg.height)
-            if f.K is None:
-                K = self.learned_K(f.camera_id, W, H)
-                if K is None:
-                    K = _K_from_normalized(intr[self_pair[i]], W, H)
-                K_used[i] = K
-        return T, masks, K_used
-
-    def _new_running_intrinsics(self) -> RunningIntrinsics:
-        r = RunningIntrinsics(momentum=None)
-        if self._intrinsics_prior is not None:     # stored with the head: counts as one sample
-            r.load_state_dict({'count': 1, 'value': self._intrinsics_prior})
-        return r
-
-    def learned_K(self, camera_id: Hashable = None, width: int | None = None,
-                  height: int | None = None) -> np.ndarray | None:
-        """The learned intrinsics of ``camera_id`` (running mean of the head's predictions over
-        its frame pairs; the checkpoint's stored estimate before the first pair) for a
-        ``width x height`` image (default: the network resolution): float64 3x3, or None when
-        intrinsics are not learned or nothing is known yet."""
-        if not self.config.learned_intrinsics:
-            return None
-        width = self.config.width if width is None else width
-        height = self.config.height if height is None else height
-        st = self._cams.get(camera_id)
-        if st is not None and st.intrinsics is not None:
-            return st.intrinsics.K(width, height)
-        if self._intrinsics_prior is not None:
-            return self._new_running_intrinsics().K(width, height)
-        return None
-
-    # -- online refinement (core/online_refinement.py) ---------------------------------
-    def trainable_networks(self):
-        """Fresh float32 CPU copies of the networks this estimator runs, as built from its
-        checkpoint (``build_networks``: eval mode, BatchNorm not folded, monodepth2 layout), for
-        fine-tuning. They are independent of the running networks: change them freely, then
-        hand them back with :meth:`set_networks`. ValueError for exported models (no torch
-        weights to train)."""
-        cfg = self.config
-        if cfg.exported_model_dir is not None:
-            raise ValueError('the networks come from exported models (exported_model_dir): there '
-                             'are no torch weights to fine-tune; use a checkpoint instead')
-        depth_net, pose_net, _ = build_networks(cfg.model, self.checkpoint, pose_model=cfg.pose_model,
-                                                learned_intrinsics=cfg.learned_intrinsics)
-        return depth_net, pose_net
-
-    def build_runner(self, depth_net, pose_net, cache_dir=None, warmup: bool = True):
-        """A runner of this estimator's backend and device running COPIES of ``depth_net`` /
-        ``pose_net`` (the given modules are left as they are; the copies are rewritten for
-        inference as at start). Call it from any thread: nothing of the running estimator is
-        touched. onnxruntime: the nets are exported to ``cache_dir`` (default: the estimator's
-        cache) and fresh sessions opened. ``warmup``: one call of each network at the network
-        resolution, so that the first frame after the swap does not pay first-run costs.
-        ValueError for backends/options that cannot be rebuilt (exported models, tensorrt,
-        torch.compile, CUDA graphs)."""
-        cfg = self.config
-        if cfg.exported_model_dir is not None or cfg.backend == 'tensorrt':
-            raise ValueError('exported models cannot take new weights: run from a checkpoint '
-                             "with backend 'torch', 'onnxruntime' or 'torchscript'")
-        if cfg.compile or cfg.cuda_graphs:
-            raise ValueError('compile / cuda_graphs would recompile / recapture the networks for '
-                             'every new set of weights: turn them off to swap weights')
-        if (pose_net is None) != (not self.has_pose):
-            raise ValueError('the new networks must have a pose network exactly when the running '
-                             'ones do')
-        depth_net = copy.deepcopy(depth_net).float().cpu().eval()
-        pose_net = copy.deepcopy(pose_net).float().cpu().eval() if pose_net is not None else None
-        if cfg.backend == 'onnxruntime':
-            tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
-                ('-K' if cfg.learned_intrinsics else '')
-            runner = OrtRunner.from_nets(depth_net, pose_net, self.device, cfg.width, cfg.height,
-                                         tag, cache_dir or cfg.cache_dir, cfg.num_threads)
-        elif cfg.backend == 'torchscript':
-            runner = TorchScriptRunner.from_nets(depth_net, pose_net, self.device, cfg.precision,
-                                                 cfg.optimize, (cfg.height, cfg.width))
-        else:
-            runner = TorchRunner(depth_net, pose_net, self.device, cfg.precision, cfg.channels_last,
-                                 cfg.optimize, False, False)
-        if warmup:
-            with torch.inference_mode():
-                x = torch.zeros(1, 3, cfg.height, cfg.width, device=self.device)
-                runner.depth(x)
-                if runner.has_pose:
-                    runner.pose(torch.cat([x, x], 1))
-            self._sync()
-        return runner
-
-    def swap_runner(self, runner):
-        """Make ``runner`` (from :meth:`build_runner`) the one every later inference call uses:
-        one reference assignment. A call already running finishes with the runner it started
-        with (each call takes the runner once), so no frame ever sees half-updated weights and
-        inference is never blocked. Returns ``(old runner, seconds the swap took)``."""
-        if bool(runner.has_pose) != self.has_pose:
-            raise ValueError('the new runner must have a pose network exactly when the old one does')
-        with self._swap_lock:
-            t0 = time.perf_counter()
-            old, self.runner = self.runner, runner
-            took = time.perf_counter() - t0
-            self.weights_version += 1
-        return old, took
-
-    def set_networks(self, depth_net, pose_net, cache_dir=None, warmup: bool = True) -> dict:
-        """:meth:`build_runner` + :meth:`swap_runner`: run these weights from now on. Returns
-        ``{'build_ms', 'swap_ms', 'version'}``."""
-        t0 = time.perf_counter()
-        runner = self.build_runner(depth_net, pose_net, cache_dir, warmup)
-        t1 = time.perf_counter()
-        _, took = self.swap_runner(runner)
-        return {'build_ms': (t1 - t0) * 1e3, 'swap_ms': took * 1e3, 'version': self.weights_version}
 
     # -- public API ----------------------------------------------------------------------
     def infer(self, image: np.ndarray, K: np.ndarray | None = None, stamp: float | None = None,
