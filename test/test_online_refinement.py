@@ -1,4 +1,4 @@
-"""Online refinement (core/online_refinement.py): real networks (random weights, 64x64), the
+"""Online refinement (core/online_refinement/): real networks (random weights, 64x64), the
 real self-supervised loss on frames of the synthetic world, real threads. Checked: the loss on
 the window goes down and the estimator then runs exactly the refined weights; weight swaps are
 atomic under concurrent inference; the CPU share limit holds (counted with the process's own

@@ -149,7 +149,7 @@ class RunnerSetup:
         return TorchRunner(depth_net, pose_net, self.device, cfg.precision, cfg.channels_last,
                            cfg.optimize, cfg.compile, cfg.cuda_graphs)
 
-    # -- online refinement (core/online_refinement.py) ---------------------------------
+    # -- online refinement (core/online_refinement/) -----------------------------------
     def trainable_networks(self):
         """Fresh float32 CPU copies of the networks this estimator runs, as built from its
         checkpoint (``build_networks``: eval mode, BatchNorm not folded, monodepth2 layout), for

@@ -135,7 +135,7 @@ PARAMS = [
     Param('frames.camera_odom', '{camera}_odom', 'multi-camera: fixed odometry frame of each '
           'camera ({camera} = its namespace); frames.odom/base/camera apply to the single-camera '
           'mode only', read_only=True),
-    # -- online refinement (core/online_refinement.py, docs/online_refinement.md) -----------------
+    # -- online refinement (core/online_refinement/, docs/online_refinement.md) -----------------
     Param('online_refinement.enabled', False, 'test-time adaptation: a background thread '
           'fine-tunes a copy of the depth and pose networks on a sliding window of recent frames '
           '(self-supervised loss) and swaps the weights in when the window loss fell; monodepth2 '
