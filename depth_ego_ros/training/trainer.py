@@ -47,7 +47,9 @@ from ..core.losses import (LossConfig, SelfSupervisedLoss, SequenceDepthNormaliz
                            relative_depth_fn, velocity_loss)
 from ..core.object_motion import (ObjectMotionNet, ObjectSizePrior, mask_centroids,
                                   object_motion_matrices)
-from .config import CONFIG_FILE, TrainConfig, TrainConfigError
+from .config import CONFIG_FILE, TrainConfig
+from .config_checks import check_object_masks, check_odometry_needs, check_resume_config
+from .errors import TrainConfigError, TrainingError
 from .distributed import DistContext, setup_distributed
 from .model import SfMModel, build_model, init_depth_output, init_pose_forward
 
@@ -61,10 +63,6 @@ LATEST = 'latest'
 HISTORY_FILE = 'history.jsonl'
 DEFAULT_INIT_DEPTH = 10.0        # metres, init_depth 'auto' with odometry
 OBJECT_SIZE_LR_FACTOR = 10.0     # the object height prior (one number) learns at lr x this
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or continue (bad data, unusable checkpoint, nothing to resume)."""
 
 
 def checkpoint_dir_name(epoch: int) -> str:
@@ -169,15 +167,7 @@ class Trainer:
         except BagDatasetError as exc:
             raise TrainingError(f'training data: {exc}') from exc
         self.has_odometry = self.train_set.has_odometry
-        if cfg.object_motion:
-            no_masks = sorted({s.bag for s in self.train_set.all_sequences if s.masks is None})
-            if no_masks:
-                raise TrainConfigError(
-                    f'object_motion needs instance masks in every bag; no instance-mask topic in '
-                    f'{", ".join(no_masks)}. Give the mask image topic with --mask-topic '
-                    '(sensor_msgs/Image mono8/mono16, 0 = static, k = object k, same stamps as the '
-                    'camera; auto-detected when its name contains "mask"), write such bags with '
-                    '`depth-ego synth --moving-objects N`, or train without --object-motion')
+        check_object_masks(cfg, self.train_set)
         self.missing_K = self.train_set.missing_camera_info
         sampler = None
         g = torch.Generator()
@@ -236,8 +226,7 @@ class Trainer:
         if cfg.learned_intrinsics and not info['intrinsics_from_checkpoint']:
             self.init_notes.append(f'intrinsics head at its prior (fx/W, fy/H) = '
                                    f'{cfg.intrinsics_init_focal}, centred')
-        if cfg.odometry_warp_steps and not self.has_odometry:
-            raise TrainConfigError('odometry_warp_steps needs odometry in the bags (none found)')
+        check_odometry_needs(cfg, self.has_odometry)
         c = cfg.translation_scale
         if self.resume_dir is not None:
             c = self._saved_state_value('translation_scale', c)
@@ -381,29 +370,7 @@ class Trainer:
                                    + (f'from {source}' if 'object_size' in loaded else '(start)'))
 
     def _check_resume_config(self, saved: dict):
-        """Refuse to resume a run with other networks or resolution than it was trained with."""
-        size_saved = float(saved.get('object_size_weight', 0.0) or 0.0) > 0 if saved else False
-        if saved and size_saved != (self.config.object_size_weight > 0):
-            raise TrainConfigError(f'cannot resume: the run was trained with object_size_weight '
-                                   f"{saved.get('object_size_weight', 0.0)!r}, this configuration "
-                                   f'says {self.config.object_size_weight!r} (switching the size '
-                                   'prior on or off needs a new run with --init)')
-        if saved and bool(saved.get('object_motion', False)) != bool(self.config.object_motion):
-            raise TrainConfigError(f"cannot resume: the run was trained with object_motion="
-                                   f"{bool(saved.get('object_motion', False))!r}, this configuration "
-                                   f'says {self.config.object_motion!r} (start a new run with --init '
-                                   'to add or drop the object-motion net)')
-        for key in ('model', 'pose_model', 'learned_intrinsics', 'width', 'height', 'min_depth',
-                    'max_depth', 'depth_normalization'):
-            if key in saved and saved[key] != getattr(self.config, key):
-                raise TrainConfigError(f'cannot resume: the run was trained with {key}='
-                                       f'{saved[key]!r}, this configuration says '
-                                       f'{getattr(self.config, key)!r}')
-        if self.config.pose_model == 'posexp' and 'frame_offsets' in saved and \
-                len(saved['frame_offsets']) != len(self.config.frame_offsets):
-            raise TrainConfigError(f"cannot resume: the run's PoseExpNet predicts "
-                                   f"{len(saved['frame_offsets'])} sources, this configuration "
-                                   f'has frame_offsets {list(self.config.frame_offsets)}')
+        check_resume_config(saved, self.config)
 
     def _saved_state_value(self, key, default):
         """A value of the resumed checkpoint's adam.pth (read once: it is twice the networks'
