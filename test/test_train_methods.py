@@ -90,8 +90,9 @@ def run(request, bag, tmp_path_factory):
     o, _ = tr.compute_loss(batch, train=True)
     if tr.use_alignment:      # the alignment term alone reaches the depth and the pose network
         fwd = tr.last_forward
-        al = tr._alignment(fwd['disps'][0].float(), fwd['source_disps'], fwd['poses'].float(),
-                           tr.last_K, tr.loss_fn.depth_fn)
+        al = tr.extras['alignment'].loss(fwd['disps'][0].float(), fwd['source_disps'],
+                                         fwd['poses'].float(), tr.last_K, tr.loss_fn.depth_fn,
+                                         tr.base_depth)
         nets = {'alignment->depth': tr.model.depth.decoder[tr.model.depth._dispconv_index[0]].conv.weight,
                 'alignment->depth_encoder': tr.model.encoder.encoder.conv1.weight,
                 'alignment->pose': tr.model._last_pose_conv().weight}

@@ -1,30 +1,25 @@
 """Training configuration: one dataclass, validated, written beside every checkpoint.
 
 :class:`TrainConfig` groups everything a run depends on (data, networks, optimisation, loss,
-output). ``validate()`` checks every field and raises :class:`TrainConfigError` (a ``ValueError``)
-listing *all* problems at once, so a bad command line is fixed in one go. ``to_dict`` /
-``from_dict`` / ``save`` / ``load`` round-trip it through JSON (``train_config.json``) or YAML.
+output). ``validate()`` checks every field (the checks are in :mod:`.config_checks`) and raises
+:class:`TrainConfigError` (a ``ValueError``) listing *all* problems at once, so a bad command
+line is fixed in one go. ``to_dict`` / ``from_dict`` / ``save`` / ``load`` round-trip it
+through JSON (``train_config.json``) or YAML.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.names import MODELS, POSE_MODELS   # torch-free
+from .config_checks import field_problems
+from .errors import TrainConfigError
 
 __all__ = ['TrainConfig', 'TrainConfigError', 'CONFIG_FILE']
 
 CONFIG_FILE = 'train_config.json'
-_DEPTH_NORMALIZATIONS = ('none', 'sample', 'sequence')
-_POSE_INITS = ('auto', 'zero', 'forward')
-
-
-class TrainConfigError(ValueError):
-    """The training configuration is unusable; the message lists every problem."""
 
 
 @dataclass
@@ -183,169 +178,7 @@ class TrainConfig:
 
     def validate(self) -> 'TrainConfig':
         """Check every field; raise TrainConfigError listing all problems. Returns self."""
-        errs = []
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        if isinstance(self.bags, (str, os.PathLike)):
-            self.bags = [self.bags]
-        self.bags = [str(b) for b in (self.bags or [])]
-        if not self.bags:
-            errs.append('bags: give at least one bag directory (--bags)')
-        for b in self.bags:
-            if not Path(b).exists():
-                errs.append(f'bags: {b} does not exist')
-        if not self.out:
-            errs.append('out: give an output directory (--out)')
-        elif Path(self.out).exists() and not Path(self.out).is_dir():
-            errs.append(f'out: {self.out} exists and is not a directory')
-        if self.model not in MODELS:
-            errs.append(f"model must be one of {', '.join(MODELS)} (got {self.model!r})")
-        for name in ('width', 'height'):
-            v = getattr(self, name)
-            if not is_int(v) or v < 64 or v % 32:
-                errs.append(f'{name} must be a multiple of 32 and at least 64 (the encoder '
-                            f'downsamples by 32 and the decoder pads by 1), got {v!r}')
-        if self.pose_model not in POSE_MODELS:
-            errs.append(f"pose_model must be one of {', '.join(POSE_MODELS)} (got {self.pose_model!r})")
-        if not (is_num(self.explainability_weight) and self.explainability_weight >= 0):
-            errs.append(f'explainability_weight must be a finite number >= 0, got '
-                        f'{self.explainability_weight!r}')
-        foc = self.intrinsics_init_focal
-        if isinstance(foc, (list, tuple)) and len(foc) == 1:
-            foc = self.intrinsics_init_focal = foc[0]
-        if isinstance(foc, (list, tuple)):
-            if len(foc) == 2 and all(is_num(f) and 0.05 <= f <= 20 for f in foc):
-                self.intrinsics_init_focal = tuple(float(f) for f in foc)
-            else:
-                errs.append(f'intrinsics_init_focal must be one number or two (fx/W, fy/H), each '
-                            f'in [0.05, 20], got {foc!r}')
-        elif not (is_num(foc) and 0.05 <= foc <= 20):
-            errs.append(f'intrinsics_init_focal must be in [0.05, 20] (fx/W = fy/H), got {foc!r}')
-        if not (is_num(self.intrinsics_lr_factor) and 0 < self.intrinsics_lr_factor <= 1e4):
-            errs.append(f'intrinsics_lr_factor must be in (0, 1e4], got {self.intrinsics_lr_factor!r}')
-        if not (is_num(self.alignment_weight) and self.alignment_weight >= 0):
-            errs.append(f'alignment_weight must be a finite number >= 0, got {self.alignment_weight!r}')
-        if self.depth_normalization not in _DEPTH_NORMALIZATIONS:
-            errs.append(f"depth_normalization must be one of {', '.join(_DEPTH_NORMALIZATIONS)} "
-                        f'(got {self.depth_normalization!r})')
-        elif self.depth_normalization != 'none':
-            if is_int(self.odometry_warp_steps) and self.odometry_warp_steps != 0:
-                errs.append(f'odometry_warp_steps needs metric depth: not with depth_normalization='
-                            f'{self.depth_normalization!r} (translations are in units of the '
-                            'median depth there)')
-            if self.pose_init == 'forward':
-                errs.append(f"pose_init 'forward' needs metric depth: not with depth_normalization="
-                            f"{self.depth_normalization!r} (use 'auto' or 'zero')")
-        if self.init is not None:
-            d = Path(self.init)
-            if d.is_file():
-                if not str(self.model).startswith('packnet01'):
-                    errs.append(f'init: {self.init} is a file: only a PackNet-SfM .ckpt file can '
-                                "be, with model 'packnet01...'; other models need a checkpoint "
-                                'directory')
-            elif not d.is_dir():
-                errs.append(f'init: checkpoint directory {self.init} not found')
-            elif not (d / 'depth.pth').is_file():
-                errs.append(f'init: {self.init} is not a monodepth2-layout checkpoint (encoder.pth and '
-                            'depth.pth) nor a PackNet one (depth.pth)')
-            elif (d / 'encoder.pth').is_file() and str(self.model).startswith('packnet01'):
-                errs.append(f'init: {self.init} holds a monodepth2 (ResNet) depth network, '
-                            f'model is {self.model!r}')
-            elif not (d / 'encoder.pth').is_file() and not str(self.model).startswith('packnet01'):
-                errs.append(f'init: {self.init} has no encoder.pth (a PackNet checkpoint?): '
-                            f"{self.model!r} needs monodepth2's encoder.pth and depth.pth")
-        if isinstance(self.init_depth, str) and self.init_depth not in ('auto', 'off'):
-            try:
-                self.init_depth = float(self.init_depth)
-            except ValueError:
-                pass
-        if self.init_depth not in ('auto', 'off') and not (
-                is_num(self.init_depth) and is_num(self.min_depth) and is_num(self.max_depth)
-                and self.min_depth < self.init_depth < self.max_depth):
-            errs.append(f"init_depth must be 'auto', 'off' or metres inside (min_depth, max_depth) = "
-                        f'({self.min_depth}, {self.max_depth}), got {self.init_depth!r}')
-        if isinstance(self.translation_scale, str) and self.translation_scale != 'auto':
-            try:
-                self.translation_scale = float(self.translation_scale)
-            except ValueError:
-                pass
-        if self.translation_scale != 'auto' and not (is_num(self.translation_scale)
-                                                     and 0 < self.translation_scale <= 1e4):
-            errs.append(f"translation_scale must be 'auto' or a number in (0, 1e4], "
-                        f'got {self.translation_scale!r}')
-        if not (is_num(self.rotation_scale) and 0 < self.rotation_scale <= 1e4):
-            errs.append(f'rotation_scale must be a number in (0, 1e4], got {self.rotation_scale!r}')
-        if not is_int(self.odometry_warp_steps) or self.odometry_warp_steps < -1:
-            errs.append(f'odometry_warp_steps must be an integer >= -1, got {self.odometry_warp_steps!r}')
-        if self.pose_init not in _POSE_INITS:
-            errs.append(f"pose_init must be one of {', '.join(_POSE_INITS)} (got {self.pose_init!r})")
-        if not (is_num(self.min_depth) and is_num(self.max_depth) and 0 < self.min_depth < self.max_depth):
-            errs.append(f'need 0 < min_depth < max_depth, got {self.min_depth!r}, {self.max_depth!r}')
-        for name, lo in (('epochs', 1), ('batch_size', 1), ('lr_step', 1), ('log_every', 1),
-                         ('save_every', 1)):
-            v = getattr(self, name)
-            if not is_int(v) or v < lo:
-                errs.append(f'{name} must be an integer >= {lo}, got {v!r}')
-        for name in ('max_steps', 'num_workers', 'num_threads', 'image_every', 'seed',
-                     'keep_checkpoints'):
-            v = getattr(self, name)
-            if not is_int(v) or v < 0:
-                errs.append(f'{name} must be an integer >= 0, got {v!r}')
-        if not (is_num(self.lr) and 0 < self.lr < 1):
-            errs.append(f'lr must be in (0, 1), got {self.lr!r}')
-        if not (is_num(self.lr_gamma) and 0 < self.lr_gamma <= 1):
-            errs.append(f'lr_gamma must be in (0, 1], got {self.lr_gamma!r}')
-        for name in ('weight_decay', 'time_budget', 'smoothness_weight', 'velocity_weight'):
-            v = getattr(self, name)
-            if not (is_num(v) and v >= 0):
-                errs.append(f'{name} must be a finite number >= 0, got {v!r}')
-        if not (is_num(self.anneal_fraction) and 0 <= self.anneal_fraction < 1):
-            errs.append(f'anneal_fraction must be in [0, 1), got {self.anneal_fraction!r}')
-        elif self.anneal_fraction > 0 and not (self.max_steps or self.time_budget):
-            errs.append('anneal_fraction needs a budget: max_steps or time_budget')
-        if not (is_num(self.val_fraction) and 0 <= self.val_fraction < 1):
-            errs.append(f'val_fraction must be in [0, 1), got {self.val_fraction!r}')
-        dev = self.device
-        if not isinstance(dev, str) or not (dev in ('auto', 'cpu', 'cuda') or
-                                            (dev.startswith('cuda:') and dev[5:].isdigit())):
-            errs.append(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
-        try:
-            offs = tuple(int(o) for o in self.frame_offsets)
-            if not offs or 0 in offs or len(set(offs)) != len(offs):
-                raise ValueError
-            self.frame_offsets = offs
-        except (TypeError, ValueError):
-            errs.append(f'frame_offsets must be distinct non-zero integers, got {self.frame_offsets!r}')
-        try:
-            scales = tuple(sorted(int(s) for s in self.scales))
-            if not scales or any(s not in (0, 1, 2, 3) for s in scales) or len(set(scales)) != len(scales):
-                raise ValueError
-            if scales[0] != 0:
-                raise ValueError
-            self.scales = scales
-        except (TypeError, ValueError):
-            errs.append(f'scales must be distinct values of 0..3 including 0, got {self.scales!r}')
-        if self.mask_topic is not None and not isinstance(self.mask_topic, str):
-            errs.append(f'mask_topic must be a topic name or None (auto), got {self.mask_topic!r}')
-        elif self.mask_topic == '' and self.object_motion is True:
-            errs.append("object_motion needs instance masks: mask_topic '' switches them off "
-                        '(give the mask topic, or leave it unset for auto-detection)')
-        if not (is_num(self.object_size_weight) and self.object_size_weight >= 0):
-            errs.append(f'object_size_weight must be a finite number >= 0, got {self.object_size_weight!r}')
-        elif self.object_size_weight > 0 and self.object_motion is not True:
-            errs.append('object_size_weight needs object_motion (the instance masks it reads are '
-                        'loaded only with --object-motion)')
-        if not (is_num(self.object_height_init) and 0 < self.object_height_init <= 1e3):
-            errs.append(f'object_height_init must be in (0, 1000], got {self.object_height_init!r}')
-        for name in ('augment', 'amp', 'automask', 'tensorboard', 'progress', 'learned_intrinsics',
-                     'object_motion'):
-            if not isinstance(getattr(self, name), bool):
-                errs.append(f'{name} must be true or false, got {getattr(self, name)!r}')
+        errs = field_problems(self)
         if errs:
             raise TrainConfigError('invalid training configuration:\n  - ' + '\n  - '.join(errs))
         return self
