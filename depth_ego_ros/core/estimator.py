@@ -44,8 +44,9 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from .backends import (BACKENDS as _BACKENDS, PRECISIONS as _PRECISIONS, OrtRunner, TorchRunner,
-                       TorchScriptRunner, default_cache_dir, load_exported_runner, resolve_backend,
+from .backends import (BACKENDS as _BACKENDS, PRECISIONS as _PRECISIONS, OpenVINORunner, OrtRunner,
+                       TorchRunner, TorchScriptRunner, accuracy_guard, auto_cpu_runner,
+                       default_cache_dir, load_exported_runner, require_accuracy, resolve_backend,
                        resolve_device)
 from .device_ops import (ENCODINGS, Uploader, check_image, depth_to_cloud, pixel_rays,
                          split_cloud, to_network_input, to_rgb, upsample_disparity)
@@ -98,13 +99,17 @@ class EstimatorConfig:
         to it; depth is returned at the input size. With ``exported_model_dir`` the exported
         resolution is used (a different value here is logged and replaced).
     device: 'auto' (CUDA when available, else CPU) | 'cpu' | 'cuda' | 'cuda:N'.
-    precision: 'fp32' | 'fp16' | 'bf16': autocast dtype of the torch backends (pose decoder and
+    precision: 'fp32' | 'fp16' | 'bf16' | 'int8' | 'auto': autocast dtype of the torch backends
+        (int8: OpenVINO exports only; 'auto': backend auto / openvino on the CPU pick the fastest
+        precision that passes the accuracy guard, fp32 elsewhere; docs/inference.md) (pose decoder and
         disparity->depth stay float32). fp16 needs CUDA (on the CPU it falls back to fp32 with a
         warning); bf16 works on both (slow on CPUs without bf16 units). Exported models run in
         the precision they were exported with.
-    backend: 'auto' (default: ONNX Runtime on the CPU, torch on CUDA, the format's runtime for
-        an exported directory) | 'torch' | 'torchscript' | 'onnxruntime' | 'tensorrt'
-        (exported engines only). The one used is in ``Estimator.backend_info``.
+    backend: 'auto' (default: on the CPU the fastest of ONNX Runtime / OpenVINO that passes the
+        accuracy guard, measured once and cached; torch on CUDA; the format's runtime for an
+        exported directory) | 'torch' | 'torchscript' | 'onnxruntime' | 'openvino' (CPU; falls
+        back to ONNX Runtime where OpenVINO is absent) | 'tensorrt' (exported engines only). The
+        one used, and why, is in ``Estimator.backend_info``.
     min_depth, max_depth: disparity -> depth bounds (monodepth2: 0.1, 100).
     scale_mode: 'none' (the network's own units) | 'relative' (every depth map divided by its
         median: median depth 1, the relative-depth output mode for networks trained with depth
@@ -748,6 +753,12 @@ class Estimator:
                 log.info('exported models are %s; precision %s ignored', manifest['precision'],
                          config.precision)
             config.precision = manifest['precision']
+        elif backend in ('torch', 'torchscript') and config.precision in ('int8', 'auto'):
+            if config.precision == 'int8':
+                log.warning('precision int8 needs an OpenVINO export; backend %s runs fp32', backend)
+            config.precision = 'fp32'
+        elif backend == 'openvino' and config.precision == 'auto':
+            config.precision = 'bf16'         # checked by the accuracy guard at start
         elif backend == 'onnxruntime' and config.precision != 'fp32':
             log.warning('the onnxruntime backend exports fp32 models at start; ignoring precision '
                         '%s (export with `depth-ego export --fp16` and set exported_model_dir)',
@@ -759,12 +770,12 @@ class Estimator:
         # torch's intra-op threads, applied on the thread that runs inference (OpenMP keeps the
         # count per thread: a worker thread does not see a later change made by another one).
         self._torch_threads = int(config.num_threads) if config.num_threads > 0 else None
-        if backend == 'onnxruntime' and self.device.type == 'cpu':
+        if backend in ('onnxruntime', 'openvino', 'auto') and self.device.type == 'cpu':
             # torch only runs the small pre/post-processing ops here (~1 ms at 640x480); with
             # more threads its OpenMP pool busy-waits next to ONNX Runtime's threads and made
             # both ~1.5x slower on 2 shared cores (docs/inference.md). num_threads -> ORT only.
             self._torch_threads = 1
-            log.info('backend onnxruntime on the CPU: torch runs at 1 thread')
+            log.info('backend %s on the CPU: torch runs at 1 thread', backend)
         self._apply_threads()
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -777,7 +788,8 @@ class Estimator:
                 log.warning('Estimator: the exported models in %s have RANDOM weights: depth and '
                             'poses are meaningless', manifest['directory'])
             self.runner = load_exported_runner(manifest, self.device, config.num_threads,
-                                               config.optimize)
+                                               config.optimize, auto=requested_backend == 'auto')
+            config.precision = self.runner.precision
             self._pose_outputs = list(manifest.get('pose_outputs') or ('axisangle', 'translation'))
             net_min_depth = manifest.get('packnet_min_depth')
         else:
@@ -814,6 +826,8 @@ class Estimator:
         self._intrinsics_prior = self.checkpoint_meta.get('intrinsics_running')
         if getattr(self, '_fallback_reason', None):
             why = f'{why}; {self._fallback_reason}; fell back to torch'
+        if getattr(self.runner, 'selection', None):     # backend auto's measured choice
+            why = self.runner.selection['reason'] + (' (cached)' if self.runner.selection.get('cached') else '')
         self.backend_info = dict(self.runner.info, requested=requested_backend, reason=why)
         log.info('Estimator: %s %dx%d, %s (%s)', config.model, config.width, config.height,
                  self.runner.describe(), why)
@@ -830,6 +844,21 @@ class Estimator:
         cfg = self.config
         tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
             ('-K' if cfg.learned_intrinsics else '')
+        if backend == 'auto':     # CPU: measured choice (backends.select), cached per machine
+            runner, _ = auto_cpu_runner(depth_net, pose_net, self.device, cfg.width, cfg.height,
+                                        tag, cfg.cache_dir, cfg.num_threads,
+                                        ('fp32', 'bf16') if cfg.precision == 'auto' else ('fp32',))
+            cfg.backend, cfg.precision = runner.name, runner.precision
+            return runner
+        if backend == 'openvino':   # the accuracy guard refuses a reduced precision that fails
+            runner = OpenVINORunner.from_nets(depth_net, pose_net, self.device, cfg.width,
+                                              cfg.height, tag, cfg.cache_dir, cfg.num_threads,
+                                              cfg.precision)
+            if cfg.precision != 'fp32':
+                runner.guard = require_accuracy(accuracy_guard(
+                    runner, runner.depth_net, runner.pose_net, cfg.precision, height=cfg.height,
+                    width=cfg.width), f'backend openvino {cfg.precision}')
+            return runner
         if backend in ('onnxruntime', 'torchscript'):
             try:
                 if backend == 'onnxruntime':
@@ -1250,6 +1279,12 @@ class Estimator:
                 ('-K' if cfg.learned_intrinsics else '')
             runner = OrtRunner.from_nets(depth_net, pose_net, self.device, cfg.width, cfg.height,
                                          tag, cache_dir or cfg.cache_dir, cfg.num_threads)
+        elif cfg.backend == 'openvino':
+            tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
+                ('-K' if cfg.learned_intrinsics else '')
+            runner = OpenVINORunner.from_nets(depth_net, pose_net, self.device, cfg.width,
+                                              cfg.height, tag, cache_dir or cfg.cache_dir,
+                                              cfg.num_threads, cfg.precision)
         elif cfg.backend == 'torchscript':
             runner = TorchScriptRunner.from_nets(depth_net, pose_net, self.device, cfg.precision,
                                                  cfg.optimize, (cfg.height, cfg.width))
