@@ -845,11 +845,16 @@ class Estimator:
         tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
             ('-K' if cfg.learned_intrinsics else '')
         if backend == 'auto':     # CPU: measured choice (backends.select), cached per machine
-            runner, _ = auto_cpu_runner(depth_net, pose_net, self.device, cfg.width, cfg.height,
-                                        tag, cfg.cache_dir, cfg.num_threads,
-                                        ('fp32', 'bf16') if cfg.precision == 'auto' else ('fp32',))
-            cfg.backend, cfg.precision = runner.name, runner.precision
-            return runner
+            try:
+                runner, _ = auto_cpu_runner(
+                    depth_net, pose_net, self.device, cfg.width, cfg.height, tag, cfg.cache_dir,
+                    cfg.num_threads, ('fp32', 'bf16') if cfg.precision == 'auto' else ('fp32',))
+                cfg.backend, cfg.precision = runner.name, runner.precision
+                return runner
+            except RuntimeError as exc:      # no CPU runtime could run these nets
+                log.warning('%s; falling back to torch', exc)
+                self._fallback_reason = str(exc)
+                cfg.backend, cfg.precision = 'torch', 'fp32'
         if backend == 'openvino':   # the accuracy guard refuses a reduced precision that fails
             runner = OpenVINORunner.from_nets(depth_net, pose_net, self.device, cfg.width,
                                               cfg.height, tag, cfg.cache_dir, cfg.num_threads,

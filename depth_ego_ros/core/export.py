@@ -152,7 +152,7 @@ def export_models(depth_net: nn.Module, pose_net: nn.Module | None, out_dir, fmt
     precision_ov = precision
     precision = 'fp16' if fp16 else 'fp32'
     nets = {'depth': depth_net, 'pose': pose_net}
-    ov_extra = {}
+    ov_extra, files = {}, {}
     if fmt == 'openvino':
         from .export_openvino import export_openvino_files
         precision = precision_ov or ('int8' if int8 else 'fp32')
@@ -160,7 +160,6 @@ def export_models(depth_net: nn.Module, pose_net: nn.Module | None, out_dir, fmt
                                                 precision, int8, calib_frames)
         nets = {}
     channels = {'depth': 3, 'pose': 6}
-    files = {}
     for key, net in nets.items():
         if net is None:
             files[key] = None
