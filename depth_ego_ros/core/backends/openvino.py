@@ -159,6 +159,7 @@ def quantize_int8(onnx_path, xml_path, samples, subset_size: int = 300,
     decoder, whose outputs are scaled by 0.01)."""
     import nncf
     import openvino as ov
+    logging.getLogger('nncf').setLevel(logging.WARNING)     # per-node INFO lines otherwise
     model = ov.convert_model(str(onnx_path))
     kwargs = {}
     if ignored_patterns:
