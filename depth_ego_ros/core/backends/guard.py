@@ -23,7 +23,7 @@ import torch
 
 from .graph_io import OUTPUT_NAMES, check_input
 
-__all__ = ['GUARD_THRESHOLDS', 'AccuracyError', 'guard_frames', 'accuracy_metrics',
+__all__ = ['GUARD_THRESHOLDS', 'AccuracyError', 'guard_frames', 'reference_outputs', 'accuracy_metrics',
            'accuracy_guard', 'require_accuracy']
 
 GUARD_THRESHOLDS = {
@@ -64,21 +64,35 @@ def _disp_to_depth(disp, min_depth=0.1, max_depth=100.0):
     return 1.0 / (lo + (hi - lo) * disp.double())
 
 
-def accuracy_metrics(runner, depth_net, pose_net, frames: torch.Tensor) -> dict:
-    """The guard's metrics of ``runner`` against the float32 torch ``depth_net`` / ``pose_net``
-    on ``frames`` [N+1,3,H,W] (N images from frame 1 on, N pairs of consecutive frames)."""
+def reference_outputs(depth_net, pose_net, frames: torch.Tensor) -> dict:
+    """float32 torch outputs on ``frames`` (computed once when several runners are checked)."""
     frames = frames.float().cpu()
+    images, pairs = frames[1:], torch.cat([frames[:-1], frames[1:]], dim=1)
+    with torch.inference_mode():
+        disp = depth_net.float().cpu().eval()(images).double()
+        pose = pose_net.float().cpu().eval()(pairs) if pose_net is not None else None
+    return {'frames': frames, 'disparity': disp, 'pose': pose}
+
+
+def accuracy_metrics(runner, depth_net, pose_net, frames: torch.Tensor,
+                     reference: dict | None = None) -> dict:
+    """The guard's metrics of ``runner`` against the float32 torch ``depth_net`` / ``pose_net``
+    on ``frames`` [N+1,3,H,W] (N images from frame 1 on, N pairs of consecutive frames);
+    ``reference``: :func:`reference_outputs` of the same frames, if already computed."""
+    if reference is None or reference['frames'] is not frames:
+        reference = reference_outputs(depth_net, pose_net, frames)
+    frames = reference['frames']
     images, pairs = frames[1:], torch.cat([frames[:-1], frames[1:]], dim=1)
     out = {}
     with torch.inference_mode():
-        ref = depth_net.float().cpu().eval()(images).double()
+        ref = reference['disparity']
         got = runner.depth(images.to(runner.device)).double().cpu()
         out['disparity_rel'] = float(((got - ref).abs() / ref.clamp_min(1e-6)).mean())
         out['disparity_max_abs'] = float((got - ref).abs().max())
         d_ref, d_got = _disp_to_depth(ref), _disp_to_depth(got)
         out['depth_absrel'] = float(((d_got - d_ref).abs() / d_ref).mean())
         if pose_net is not None and runner.has_pose:
-            ref_p = pose_net.float().cpu().eval()(pairs)
+            ref_p = reference['pose']
             got_p = [t.double().cpu() for t in runner.pose(pairs.to(runner.device))]
             aa_r, t_r, aa_g, t_g = ref_p[0].double(), ref_p[1].double(), got_p[0], got_p[1]
             out['pose_translation'] = float((t_g - t_r).norm(dim=1).sum() /
@@ -98,15 +112,15 @@ def accuracy_metrics(runner, depth_net, pose_net, frames: torch.Tensor) -> dict:
 
 def accuracy_guard(runner, depth_net, pose_net, precision: str, frames: torch.Tensor | None = None,
                    thresholds: dict | None = None, height: int | None = None,
-                   width: int | None = None) -> dict:
+                   width: int | None = None, reference: dict | None = None) -> dict:
     """Check ``runner`` against float32 torch. Returns ``{'passed', 'precision', 'metrics',
     'thresholds', 'failed': [metric, ...], 'frames': N}``; ``thresholds`` override entries of
     :data:`GUARD_THRESHOLDS` [precision]."""
     if frames is None:
-        frames = guard_frames(height, width)
+        frames = reference['frames'] if reference is not None else guard_frames(height, width)
     limits = dict(GUARD_THRESHOLDS.get(precision, GUARD_THRESHOLDS['int8']))
     limits.update(thresholds or {})
-    metrics = accuracy_metrics(runner, depth_net, pose_net, frames)
+    metrics = accuracy_metrics(runner, depth_net, pose_net, frames, reference)
     failed = [k for k, lim in limits.items()
               if k in metrics and not (metrics[k] <= lim)]      # NaN fails too
     return {'passed': not failed, 'precision': precision, 'metrics': metrics,

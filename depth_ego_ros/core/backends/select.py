@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .base import FORMAT_BACKEND
-from .guard import accuracy_guard, describe_guard
+from .guard import accuracy_guard, describe_guard, guard_frames, reference_outputs
 from .onnxruntime import OrtRunner, onnxruntime_available
 from .openvino import OpenVINORunner, openvino_unavailable_reason
 from .tensorrt import TensorRTRunner
@@ -191,6 +191,7 @@ def choose_fastest(candidates: dict, depth_net, pose_net, height: int, width: in
             log.warning('backend auto: cached choice %s does not build any more (%s); measuring '
                         'again', rec['choice'], exc)
     runners, rejected, guard_reports = {}, {}, {}
+    reference = None
     for label, (precision, build) in candidates.items():
         try:
             r = build()
@@ -199,7 +200,9 @@ def choose_fastest(candidates: dict, depth_net, pose_net, height: int, width: in
             continue
         report = (guards or {}).get(label)
         if report is None and depth_net is not None:
-            report = accuracy_guard(r, depth_net, pose_net, precision, height=height, width=width)
+            if reference is None:             # float32 torch once for every candidate
+                reference = reference_outputs(depth_net, pose_net, guard_frames(height, width))
+            report = accuracy_guard(r, depth_net, pose_net, precision, reference=reference)
         if report is not None:
             guard_reports[label] = {'passed': report['passed'], 'metrics': report['metrics'],
                                     'failed': report.get('failed', [])}
