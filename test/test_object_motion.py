@@ -224,7 +224,7 @@ def test_save_and_load(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # object size prior (struct2depth)
 # ---------------------------------------------------------------------------------------------
-# the synthetic world's cars (data/synth.py, _make_movers): body box from 0.25 m to 1.15 m above
+# the synthetic world's cars (data/synth_movers.py, MovingObjects): body box from 0.25 m to 1.15 m above
 # the road, cabin on top up to 1.42 + 0.27 = 1.69 m -> a visible height of 1.44 m (scale 1)
 CAR_HEIGHT = 1.69 - 0.25
 

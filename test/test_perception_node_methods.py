@@ -20,6 +20,7 @@ PARAMS = {
     'width': 128, 'height': 64, 'num_threads': 1, 'backend': 'torch',
     'qos.input': 'reliable', 'qos.input_depth': 5, 'diagnostics.period': 0.3,
     'log_throttle': 60.0, 'pose_model': 'posexp', 'learned_intrinsics': True,
+    'camera_info.fallback_k': [90.0, 90.0, 79.5, 59.5],  # ignored, with a warning: learned K wins
 }
 W, H = 160, 120
 
@@ -59,6 +60,7 @@ def test_learned_intrinsics_without_camera_info_then_posexp_explainability(node)
         assert _valid_K(np.asarray(info.k).reshape(3, 3), W, H), info.k
     v = node.diag(lambda v: v['frames_learned_intrinsics'] >= 3)
     assert v['pose_model'] == 'posexp' and v['intrinsics'] == 'learned'
+    assert 'learned_intrinsics is set: camera_info.fallback_k is ignored' in node.node.log_text()
     assert v['bad_input.missing_camera_info'] == 0
 
     # 2) PoseExpNet: the explainability mask, mono8 at network resolution, same header

@@ -40,7 +40,7 @@ def test_node_refines_online_while_serving_and_saves_the_weights(tmp_path_factor
             h.send(cv.rgb8_to_image(generated_frame(W, H, i)), cv.make_camera_info(K, W, H), keys)
             i += 1
         # outputs keep flowing while rounds run in the background
-        deadline_frames = 80
+        deadline_frames = 300  # frames are paced by the node; rounds by the machine: a loaded one needs more frames
         v = None
         while i < deadline_frames:
             out = h.send(cv.rgb8_to_image(generated_frame(W, H, i)), cv.make_camera_info(K, W, H),

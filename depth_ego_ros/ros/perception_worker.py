@@ -26,7 +26,7 @@ from nav_msgs.msg import Odometry
 from depth_ego_ros.ros.perception_camera import CameraState
 from depth_ego_ros.ros.perception_inputs import BadInputs, FrameInputs
 from depth_ego_ros.ros.perception_params import (base_to_camera, check_params, estimator_config,
-                                                 refiner_changes, refiner_config)
+                                                 fallback_k, refiner_changes, refiner_config)
 from depth_ego_ros.ros.perception_pipeline import FramePipeline
 from depth_ego_ros.ros.runtime import KeyedSlots, LatestSlot
 
@@ -52,7 +52,7 @@ class PerceptionWorker:
         self.learned = bool(self.estimator.config.learned_intrinsics)
         self.bad = BadInputs(logger, p['log_throttle'], self.multi)
         self.inputs = FrameInputs(params, self.bad, self.learned)
-        if self.learned and self.inputs.fallback_k() is not None:
+        if self.learned and fallback_k(p) is not None:  # (inputs.fallback_k() is None when learned)
             self.log.warning('learned_intrinsics is set: camera_info.fallback_k is ignored '
                              '(the learned K is used until a camera_info arrives)')
         info = getattr(self.estimator, 'backend_info', {})
