@@ -62,7 +62,6 @@ def main(argv=None):
         'openvino int8': (dict(exported_model_dir=str(tmp / 'ov'), backend='openvino'), None),
     }
     ref_d, ref_p, _ = build_networks(opts['model'] or 'resnet18', args.checkpoint)
-    from depth_ego_ros.core.backends import guard_frames  # noqa: F401  (documented metric set)
     check = torch.stack([torch.from_numpy(f.rgb).permute(2, 0, 1).float() / 255 for f in
                          frames[:6]])
     check = torch.nn.functional.interpolate(check, size=(h, w), mode='bilinear',

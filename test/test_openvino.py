@@ -4,7 +4,6 @@ the guard refusing a variant (thresholds set impossibly tight), backend 'auto' m
 caching its choice, the fallback where OpenVINO is hidden (DEPTH_EGO_NO_OPENVINO), dynamic batch
 (several cameras in one call), and the perception node running backend openvino over DDS."""
 import json
-import os
 import subprocess
 import sys
 

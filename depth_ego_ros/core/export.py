@@ -23,7 +23,6 @@ batch of 2 frames (so the dynamic batch axis is exercised too).
 """
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import logging
@@ -31,7 +30,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
