@@ -224,3 +224,21 @@ def test_node_runs_backend_openvino_over_dds(tmp_path_factory, checkpoint):
         mp.undo()
     assert alive and rc == 0, h.node.log_text()
     assert 'openvino' in h.node.log_text()
+
+
+def test_precision_auto_on_openvino_falls_back_to_fp32_when_bf16_fails(tmp_path, checkpoint,
+                                                                       monkeypatch):
+    from depth_ego_ros.core.backends import guard
+    monkeypatch.setitem(guard.GUARD_THRESHOLDS, 'bf16', dict(GUARD_THRESHOLDS['bf16'],
+                                                             disparity_rel=0.0))
+    est = Estimator(_cfg(backend='openvino', precision='auto', cache_dir=str(tmp_path)),
+                    checkpoint)
+    assert (est.config.backend, est.config.precision) == ('openvino', 'fp32')
+    assert 'bf16 failed the accuracy guard' in est.backend_info['reason']
+    ok = Estimator(_cfg(backend='openvino', precision='auto', cache_dir=str(tmp_path)),
+                   checkpoint)
+    assert ok.config.precision == 'fp32'          # the patched limit still applies here
+    monkeypatch.undo()
+    ok = Estimator(_cfg(backend='openvino', precision='auto', cache_dir=str(tmp_path)),
+                   checkpoint)
+    assert ok.config.precision == 'bf16' and ok.backend_info['reason'] == 'requested'

@@ -765,6 +765,7 @@ class Estimator:
             config.precision = 'fp32'
         elif backend == 'openvino' and config.precision == 'auto':
             config.precision = 'bf16'         # checked by the accuracy guard at start
+            self._precision_auto = True       # (fp32 when it fails)
         elif backend == 'onnxruntime' and config.precision != 'fp32':
             log.warning('the onnxruntime backend exports fp32 models at start; ignoring precision '
                         '%s (export with `depth-ego export --fp16` and set exported_model_dir)',
@@ -832,6 +833,8 @@ class Estimator:
         self._intrinsics_prior = self.checkpoint_meta.get('intrinsics_running')
         if getattr(self, '_fallback_reason', None):
             why = f'{why}; {self._fallback_reason}; fell back to torch'
+        if getattr(self, '_guard_note', None):
+            why = f'{why}; {self._guard_note}'
         if getattr(self.runner, 'selection', None):     # backend auto's measured choice
             why = self.runner.selection['reason'] + (' (cached)' if self.runner.selection.get('cached') else '')
         self.backend_info = dict(self.runner.info, requested=requested_backend, reason=why)
@@ -866,9 +869,15 @@ class Estimator:
                                               cfg.height, tag, cfg.cache_dir, cfg.num_threads,
                                               cfg.precision)
             if cfg.precision != 'fp32':
-                runner.guard = require_accuracy(accuracy_guard(
-                    runner, runner.depth_net, runner.pose_net, cfg.precision, height=cfg.height,
-                    width=cfg.width), f'backend openvino {cfg.precision}')
+                report = accuracy_guard(runner, runner.depth_net, runner.pose_net, cfg.precision,
+                                        height=cfg.height, width=cfg.width)
+                if not report['passed'] and getattr(self, '_precision_auto', False):
+                    log.warning('precision auto: openvino bf16 failed the accuracy guard (%s); '
+                                'using fp32', ', '.join(report['failed']))
+                    self._guard_note = 'precision auto: bf16 failed the accuracy guard, fp32'
+                    cfg.precision = 'fp32'
+                    return self._make_runner(backend, depth_net, pose_net, net_min_depth)
+                runner.guard = require_accuracy(report, f'backend openvino {cfg.precision}')
             return runner
         if backend in ('onnxruntime', 'torchscript'):
             try:
