@@ -8,7 +8,11 @@ throughput, on every device present - in one run, so the ratios are comparable.
    (run 1 of each, run 2 of each, ...) so that load from other processes hits them alike.
    Reported: median and p90 ms, ratio to eager torch fp32 and to ONNX Runtime on the same device.
    CPU: eager (networks as built), torch (BatchNorm folded + vectorised ELU), torch
-   channels_last, torch bf16, torchscript, onnxruntime [, compile with --compile].
+   channels_last, torch bf16, torchscript, onnxruntime, OpenVINO fp32 / bf16 / int8 (NNCF,
+   calibrated on --calib-bag frames, else on fixed synthetic frames), and 'auto' with precision
+   auto (what the Estimator picks on this machine) [, compile with --compile]. Each CPU variant's
+   accuracy against float32 eager torch (the accuracy guard's metrics: disparity relative error,
+   depth AbsRel between the two, pose translation / rotation error) on fixed frames.
    CUDA: eager fp32, torch fp16/bf16 channels_last, + CUDA graphs, torchscript fp16,
    onnxruntime (when onnxruntime-gpu is installed) [, compile] [, tensorrt with --tensorrt].
 2. Multi-camera: ``Estimator.infer_batch`` with 1, 4 and 8 cameras (camera-size uint8 frames:
@@ -22,6 +26,7 @@ throughput, on every device present - in one run, so the ratios are comparable.
     python bench/bench_inference.py                     # 640x192, 10 runs, cameras 1,4,8
     python bench/bench_inference.py --runs 5 --warmup 1 --cameras 1,4 --threads 2
     python bench/bench_inference.py --compile --tensorrt  # also torch.compile / TensorRT rows
+    python bench/bench_inference.py --checkpoint CKPT --calib-bag BAG --cameras 1   # trained
 """
 from __future__ import annotations
 
@@ -59,6 +64,8 @@ def parse_args(argv=None):
     p.add_argument('--compile', action='store_true', help='add torch.compile rows (slow to start)')
     p.add_argument('--tensorrt', action='store_true', help='add TensorRT rows (CUDA; builds engines)')
     p.add_argument('--skip', default='', help='comma list of variant names to leave out')
+    p.add_argument('--checkpoint', default=None, help='weights (default: random, seeded)')
+    p.add_argument('--calib-bag', default=None, help='int8 calibration (and accuracy) frames')
     return p.parse_args(argv)
 
 
@@ -74,6 +81,12 @@ def variants(device: str, args, tmp: str):
             'torchscript fp32': dict(backend='torchscript'),
             'onnxruntime fp32': dict(backend='onnxruntime') if ort else 'onnxruntime not installed',
         }
+        from depth_ego_ros.core.backends import openvino_unavailable_reason
+        ov = openvino_unavailable_reason()
+        v['openvino fp32'] = dict(backend='openvino') if not ov else ov
+        v['openvino bf16'] = dict(backend='openvino', precision='bf16') if not ov else ov
+        v['openvino int8'] = 'openvino-int8' if not ov else ov
+        v['auto (precision auto)'] = dict(precision='auto')
         if args.compile:
             v['torch.compile fp32'] = dict(backend='torch', compile=True, channels_last=False)
         return v
@@ -104,7 +117,23 @@ def _cuda_variants(args, tmp: str):
     return v
 
 
+def _frames(args):
+    if args.calib_bag:
+        from depth_ego_ros.cli.export import calibration_frames
+        return calibration_frames(args.calib_bag, args.width, args.height, 32)
+    from depth_ego_ros.core.backends import guard_frames
+    return guard_frames(args.height, args.width, 8)
+
+
 def build(device, name, kw, args, tmp):
+    if kw == 'openvino-int8':        # NNCF int8 export once, then load it
+        from depth_ego_ros.core.estimator import export_estimator_models
+        out = Path(tmp) / 'ov_int8'
+        if not (out / export_mod.MANIFEST).exists():
+            export_estimator_models(out, 'openvino', model=args.model, checkpoint=args.checkpoint,
+                                    width=args.width, height=args.height, int8=True,
+                                    calib_frames=_frames(args), num_threads=args.threads)
+        kw = dict(exported_model_dir=str(out), backend='openvino')
     if kw == 'tensorrt':             # export engines once, then load them
         from depth_ego_ros.core.models import build_networks
         out = Path(tmp) / 'trt'
@@ -115,7 +144,7 @@ def build(device, name, kw, args, tmp):
         kw = dict(exported_model_dir=str(out))
     cfg = EstimatorConfig(model=args.model, width=args.width, height=args.height, device=device,
                           num_threads=args.threads, cache_dir=tmp, **kw)
-    return Estimator(cfg)
+    return Estimator(cfg, args.checkpoint)
 
 
 _DEFAULT_THREADS = torch.get_num_threads()
@@ -124,7 +153,7 @@ _DEFAULT_THREADS = torch.get_num_threads()
 def set_threads(backend, device, args):
     """torch threads as an Estimator of this backend alone would leave them (ORT on the CPU
     sets torch to 1 thread; other variants built after it must get theirs back)."""
-    if backend == 'onnxruntime' and device == 'cpu':
+    if backend in ('onnxruntime', 'openvino') and device == 'cpu':
         torch.set_num_threads(1)
     else:
         torch.set_num_threads(args.threads or _DEFAULT_THREADS)
@@ -151,7 +180,7 @@ def bench_bare(device, args, tmp):
     for name, kw in vs.items():
         if name in skip:
             continue
-        if isinstance(kw, str) and kw != 'tensorrt':
+        if isinstance(kw, str) and kw not in ('tensorrt', 'openvino-int8'):
             results[name] = f'skipped: {kw}'
             continue
         try:
@@ -182,6 +211,16 @@ def bench_bare(device, args, tmp):
     for n in runners:
         results[n] = stats(samples[n])
     infos = {n: info for n, (_, info) in runners.items()}
+    if device == 'cpu':                  # accuracy of each variant vs float32 eager torch
+        from depth_ego_ros.core.backends import accuracy_metrics
+        from depth_ego_ros.core.estimator import build_networks
+        ref_d, ref_p, _ = build_networks(args.model, args.checkpoint)
+        frames = _frames(args)[-5:]
+        for n, (r, info) in runners.items():
+            try:
+                info['accuracy'] = accuracy_metrics(r, ref_d, ref_p, frames)
+            except Exception as exc:
+                info['accuracy'] = {'error': str(exc)[:80]}
     return results, infos
 
 
@@ -194,7 +233,8 @@ def bench_cameras(device, args, tmp, counts):
     if device.startswith('cuda'):
         kw = dict(precision='fp16', channels_last=True)
     est = Estimator(EstimatorConfig(model=args.model, width=args.width, height=args.height,
-                                    device=device, num_threads=args.threads, cache_dir=tmp, **kw))
+                                    device=device, num_threads=args.threads, cache_dir=tmp, **kw),
+                    args.checkpoint)
     set_threads(est.runner.name, device, args)
     rng = np.random.default_rng(0)
     K = default_intrinsics(cw, ch)
@@ -281,24 +321,43 @@ def main(argv=None):
             ort = results.get('onnxruntime fp32')
             eager = eager if isinstance(eager, tuple) else None
             ort = ort if isinstance(ort, tuple) else None
-            print('| variant | runs as | median ms | p90 ms | / eager | / onnxruntime |')
-            print('|---|---|---:|---:|---:|---:|')
+            print('| variant | runs as | median ms | p90 ms | / eager | / onnxruntime '
+                  '| disp rel err | depth AbsRel | pose t rel | pose rot deg |')
+            print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
             for name, r in results.items():
                 if not isinstance(r, tuple):
-                    print(f'| {name} | {r} | | | | |')
+                    print(f'| {name} | {r} | | | | | | | | |')
                     continue
                 info = infos[name]
-                runs_as = info['backend'] + (f' {info["providers"][0]}' if 'providers' in info else '')
+                runs_as = f'{info["backend"]} {info.get("precision", "")}' + (
+                    f' {info["providers"][0]}' if 'providers' in info else '')
                 re = f'{r[0] / eager[0]:.2f}' if eager else '-'
                 ro = f'{r[0] / ort[0]:.2f}' if ort else '-'
-                print(f'| {name} | {runs_as} | {r[0]:.1f} | {r[1]:.1f} | {re} | {ro} |', flush=True)
+                acc = info.get('accuracy') or {}
+                cols = ' | '.join(f'{acc[k]:.2g}' if isinstance(acc.get(k), float) else '-'
+                                  for k in ('disparity_rel', 'depth_absrel', 'pose_translation',
+                                            'pose_rotation_deg'))
+                print(f'| {name} | {runs_as} | {r[0]:.1f} | {r[1]:.1f} | {re} | {ro} | {cols} |',
+                      flush=True)
             if device == 'cpu' and ort:
-                default = 'onnxruntime fp32' if onnxruntime_available() else 'torch fp32'
+                default = 'auto (precision auto)' if isinstance(
+                    results.get('auto (precision auto)'), tuple) else 'onnxruntime fp32'
                 ratio = results[default][0] / ort[0]
-                goals.append(f'CPU default backend (auto -> {default.split()[0]}) / ONNX Runtime = '
-                             f'{ratio:.2f} (goal <= 1.0: {"met" if ratio <= 1.0 else "NOT met"})')
+                goals.append(f'CPU {default} / ONNX Runtime = {ratio:.2f} (issue 8 goal <= 1.0: '
+                             f'{"met" if ratio <= 1.0 else "NOT met"})')
                 fastest = min((r[0], n) for n, r in results.items() if isinstance(r, tuple))
                 goals.append(f'fastest CPU variant measured: {fastest[1]} ({fastest[0]:.1f} ms)')
+                ov = [(results[n][0] / ort[0], n) for n in ('openvino bf16', 'openvino int8')
+                      if isinstance(results.get(n), tuple)]
+                if ov:
+                    best = min(ov)
+                    goals.append(f'OpenVINO bf16/int8 best / ONNX Runtime = {best[0]:.2f} '
+                                 f'({best[1]}; issue 16 goal <= 0.25 on an AMX Xeon: '
+                                 f'{"met" if best[0] <= 0.25 else "NOT met"} on this CPU)')
+                auto = infos.get('auto (precision auto)')
+                if auto:
+                    goals.append(f'backend auto (precision auto) picked {auto["backend"]} '
+                                 f'{auto.get("precision")}: {auto.get("reason")}')
 
             print(f'\n## {device}: Estimator.infer_batch, {args.camera_size} uint8 frames -> '
                   f'depth at camera size + poses\n')

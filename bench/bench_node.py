@@ -56,7 +56,10 @@ def parse_args(argv=None):
                    help='multi-camera mode: comma-separated camera counts, e.g. 1,4,8 (each camera '
                         'at --rate Hz for --throughput-seconds) instead of the latency/transport run')
     p.add_argument('--device', default='cpu', help='cpu | cuda | auto (default cpu)')
-    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'])
+    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16', 'int8', 'auto'],
+                   help='auto: backend auto/openvino pick the fastest passing the accuracy guard')
+    p.add_argument('--exported-model', default='',
+                   help='a `depth-ego export` directory for the node and the bare run alike')
     p.add_argument('--backend', default='auto',
                    help='estimator backend for the node and the bare run alike (default auto)')
     p.add_argument('--threads', type=int, default=1,
@@ -84,8 +87,10 @@ def bare_estimator_ms(args, frames, K, runs):
     if args.threads:
         torch.set_num_threads(args.threads)
     est = Estimator(EstimatorConfig(width=w, height=h, device=args.device, precision=args.precision,
-                                    backend=args.backend, num_threads=args.threads))
-    args.backend_used = getattr(est, 'backend_info', {}).get('backend', args.backend)
+                                    backend=args.backend, num_threads=args.threads,
+                                    exported_model_dir=args.exported_model or None))
+    info = getattr(est, 'backend_info', {})
+    args.backend_used = f'{info.get("backend", args.backend)} {est.config.precision}'
     for i in range(3):
         est.infer(frames[i % len(frames)], K)
     times = []
@@ -243,7 +248,7 @@ def main(argv=None):
         transport_ms[transport] = np.asarray(
             [(got[s] - s) / 1e6 for s in pub0['stamps'][5:] if s in got])
         params = {'width': nw, 'height': nh, 'device': args.device, 'precision': args.precision,
-                  'backend': args.backend,
+                  'backend': args.backend, 'exported_model': args.exported_model,
                   'num_threads': args.threads, 'qos.input': args.qos,
                   'camera_info.fallback_k': [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]}
         node = NodeProcess('depth_ego_ros.ros.perception_node', params, env)
@@ -267,7 +272,18 @@ def main(argv=None):
                 d2, a2 = latencies(pub2, lis2)
                 arr = sorted(t for _, t in lis2['arrivals']['depth'])
                 out_hz = (len(arr) - 1) / ((arr[-1] - arr[0]) / 1e9) if len(arr) > 1 else 0.0
+                hz = {}
+                for topic in ('depth', 'points', 'odom'):
+                    ts = sorted(t for _, t in lis2['arrivals'].get(topic, []))
+                    hz[topic] = (len(ts) - 1) / ((ts[-1] - ts[0]) / 1e9) if len(ts) > 1 else 0.0
+                # backlog: does the latency grow over the run? (first vs last third, p50)
+                k = len(a2) // 3
+                growth = float(np.median(a2[-k:]) - np.median(a2[:k])) if k else float('nan')
                 after = lis2['diagnostics']
+                row.update(hz=hz, growth=growth, node_net_ms_load=after.get('network_ms_p50',
+                                                                             float('nan')),
+                           decode_ms=after.get('decode_ms_p50', float('nan')),
+                           outputs_ms_load=after.get('outputs_ms_p50', float('nan')))
                 row.update(out_hz=out_hz, sent=pub2['sent'], in_hz=pub2['sent'] / pub2['seconds'],
                            dropped=after.get('frames_dropped', 0) - before.get('frames_dropped', 0),
                            received=after.get('frames_received', 0) - before.get('frames_received', 0),
@@ -301,13 +317,22 @@ def main(argv=None):
               f"{r['outputs_ms']:.1f} / {r['node_lat_ms']:.1f} | {100 * over:+.1f} % | {100 * over_in:+.1f} % |")
     if any('out_hz' in r for r in rows):
         print(f'\n{args.rate:.0f} Hz camera for {args.throughput_seconds:g} s:\n')
-        print('| transport | camera Hz sent | frames received by node | output Hz | dropped by node '
-              '| image->all outputs ms (mean/p50/max) |')
-        print('|---|---|---|---|---|---|')
+        print('| transport | camera Hz sent | frames received by node | Hz out depth / points / '
+              'odom | dropped by node | latency growth first->last third ms (backlog) '
+              '| image->all outputs ms (mean/p50/max) | p95 ms | node: network / decode / '
+              'outputs ms p50 | node overhead / network |')
+        print('|---|---|---|---|---|---|---|---|---|---|')
         for r in rows:
             if 'out_hz' in r:
-                print(f"| {r['transport']} | {r['in_hz']:.1f} | {r['received']} | {r['out_hz']:.2f} "
-                      f"| {r['dropped']} | {fmt(r['load_all'])} |")
+                hz = r['hz']
+                p95 = np.percentile(r['load_all'], 95) if len(r['load_all']) else float('nan')
+                net = r['node_net_ms_load']
+                ratio = (r['decode_ms'] + r['outputs_ms_load']) / net if net else float('nan')
+                print(f"| {r['transport']} | {r['in_hz']:.1f} | {r['received']} | "
+                      f"{hz['depth']:.1f} / {hz['points']:.1f} / {hz['odom']:.1f} "
+                      f"| {r['dropped']} | {r['growth']:+.1f} | {fmt(r['load_all'])} | {p95:.1f} "
+                      f"| {net:.1f} / {r['decode_ms']:.1f} / {r['outputs_ms_load']:.1f} "
+                      f"| {ratio:.2f} |")
     print('\noverhead = what the node adds to the estimator for one frame: DDS transport of the '
           'image in and 4 outputs out, decode, colour map, point cloud, messages. "vs bare" compares '
           'with Estimator.infer timed in this process; "in node" with the estimator time the node '

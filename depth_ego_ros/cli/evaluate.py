@@ -110,8 +110,8 @@ def add_parser(subparsers):
     e.add_argument('--width', type=int, default=None, help='network width (default: checkpoint, else 640)')
     e.add_argument('--height', type=int, default=None, help='network height (default: checkpoint, else 192)')
     e.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
-    e.add_argument('--precision', choices=('fp32', 'fp16'), default='fp32')
-    e.add_argument('--backend', choices=('torch', 'onnxruntime'), default='torch')
+    e.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32')
+    e.add_argument('--backend', choices=('torch', 'onnxruntime', 'openvino'), default='torch')
     e.add_argument('--estimator-scale', choices=('none', 'relative', 'fixed', 'camera_height', 'speed'),
                    default='none', help="the Estimator's metric scale mode (default none: the "
                    "network's units; relative: median depth 1 per image)")

@@ -68,8 +68,9 @@ def add_parser(subparsers):
     p.add_argument('--height', type=int, default=None,
                    help='network input height (default: from encoder.pth, else 192)')
     p.add_argument('--device', default='auto', help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument('--precision', choices=['fp32', 'fp16'], default='fp32')
-    p.add_argument('--backend', choices=['torch', 'onnxruntime', 'torchscript'], default='torch')
+    p.add_argument('--precision', choices=['fp32', 'fp16', 'bf16', 'auto'], default='fp32')
+    p.add_argument('--backend', choices=['torch', 'onnxruntime', 'torchscript', 'openvino', 'auto'],
+                   default='torch')
     p.add_argument('--min-depth', type=float, default=0.1, help='default 0.1 (monodepth2)')
     p.add_argument('--max-depth', type=float, default=100.0, help='default 100 (monodepth2)')
     p.add_argument('--scale-mode', choices=['none', 'relative', 'fixed', 'camera_height'], default='none',

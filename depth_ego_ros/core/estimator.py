@@ -96,6 +96,7 @@ class Estimator(PoseStage, ScaleRecovery, RunnerSetup):
         config.validate()
         self.device = resolve_device(config.device)
         requested_backend = config.backend
+        self._requested_backend = requested_backend
 
         manifest, backend, why = self._choose_backend(config, requested_backend)
         self.config = config
@@ -103,12 +104,12 @@ class Estimator(PoseStage, ScaleRecovery, RunnerSetup):
         # torch's intra-op threads, applied on the thread that runs inference (OpenMP keeps the
         # count per thread: a worker thread does not see a later change made by another one).
         self._torch_threads = int(config.num_threads) if config.num_threads > 0 else None
-        if backend == 'onnxruntime' and self.device.type == 'cpu':
+        if backend in ('onnxruntime', 'openvino', 'auto') and self.device.type == 'cpu':
             # torch only runs the small pre/post-processing ops here (~1 ms at 640x480); with
             # more threads its OpenMP pool busy-waits next to ONNX Runtime's threads and made
             # both ~1.5x slower on 2 shared cores (docs/inference.md). num_threads -> ORT only.
             self._torch_threads = 1
-            log.info('backend onnxruntime on the CPU: torch runs at 1 thread')
+            log.info('backend %s on the CPU: torch runs at 1 thread', backend)
         self._apply_threads()
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -127,6 +128,10 @@ class Estimator(PoseStage, ScaleRecovery, RunnerSetup):
         self._intrinsics_prior = self.checkpoint_meta.get('intrinsics_running')
         if getattr(self, '_fallback_reason', None):
             why = f'{why}; {self._fallback_reason}; fell back to torch'
+        if getattr(self, '_guard_note', None):
+            why = f'{why}; {self._guard_note}'
+        if getattr(self.runner, 'selection', None):     # backend auto's measured choice
+            why = self.runner.selection['reason'] + (' (cached)' if self.runner.selection.get('cached') else '')
         self.backend_info = dict(self.runner.info, requested=requested_backend, reason=why)
         log.info('Estimator: %s %dx%d, %s (%s)', config.model, config.width, config.height,
                  self.runner.describe(), why)

@@ -37,13 +37,17 @@ class EstimatorConfig:
         to it; depth is returned at the input size. With ``exported_model_dir`` the exported
         resolution is used (a different value here is logged and replaced).
     device: 'auto' (CUDA when available, else CPU) | 'cpu' | 'cuda' | 'cuda:N'.
-    precision: 'fp32' | 'fp16' | 'bf16': autocast dtype of the torch backends (pose decoder and
+    precision: 'fp32' | 'fp16' | 'bf16' | 'int8' | 'auto': autocast dtype of the torch backends
+        (int8: OpenVINO exports only; 'auto': backend auto / openvino on the CPU pick the fastest
+        precision that passes the accuracy guard, fp32 elsewhere; docs/inference.md) (pose decoder and
         disparity->depth stay float32). fp16 needs CUDA (on the CPU it falls back to fp32 with a
         warning); bf16 works on both (slow on CPUs without bf16 units). Exported models run in
         the precision they were exported with.
-    backend: 'auto' (default: ONNX Runtime on the CPU, torch on CUDA, the format's runtime for
-        an exported directory) | 'torch' | 'torchscript' | 'onnxruntime' | 'tensorrt'
-        (exported engines only). The one used is in ``Estimator.backend_info``.
+    backend: 'auto' (default: on the CPU the fastest of ONNX Runtime / OpenVINO that passes the
+        accuracy guard, measured once and cached; torch on CUDA; the format's runtime for an
+        exported directory) | 'torch' | 'torchscript' | 'onnxruntime' | 'openvino' (CPU; falls
+        back to ONNX Runtime where OpenVINO is absent) | 'tensorrt' (exported engines only). The
+        one used, and why, is in ``Estimator.backend_info``.
     min_depth, max_depth: disparity -> depth bounds (monodepth2: 0.1, 100).
     scale_mode: 'none' (the network's own units) | 'relative' (every depth map divided by its
         median: median depth 1, the relative-depth output mode for networks trained with depth

@@ -3,7 +3,7 @@
 :class:`RunnerSetup` holds the Estimator's runner methods (a mixin of
 :class:`~depth_ego_ros.core.estimator.Estimator`; they use its ``config``, ``device``,
 ``checkpoint`` and ``runner``): ``_make_runner`` builds the runner of the configured backend at
-start (``core/backends.py``: torch, TorchScript, ONNX Runtime; falling back to torch when a
+start (``core/backends/``: torch, TorchScript, ONNX Runtime, OpenVINO, auto; falling back to torch when a
 PackNet/PoseExpNet/intrinsics network cannot be exported), and online refinement's
 ``trainable_networks`` -> ``build_runner`` -> ``swap_runner`` (``set_networks`` = both) replace
 the weights with one reference assignment, never blocking inference.
@@ -18,8 +18,8 @@ import warnings
 import torch
 
 from . import checkpoints as ckpt
-from .backends import (OrtRunner, TorchRunner, TorchScriptRunner, load_exported_runner,
-                       resolve_backend)
+from .backends import (OpenVINORunner, OrtRunner, TorchRunner, TorchScriptRunner, accuracy_guard,
+                       auto_cpu_runner, load_exported_runner, require_accuracy, resolve_backend)
 from .export import read_manifest
 from .models import PackNetDepth, build_networks
 
@@ -78,6 +78,13 @@ class RunnerSetup:
                 log.info('exported models are %s; precision %s ignored', manifest['precision'],
                          config.precision)
             config.precision = manifest['precision']
+        elif backend in ('torch', 'torchscript') and config.precision in ('int8', 'auto'):
+            if config.precision == 'int8':
+                log.warning('precision int8 needs an OpenVINO export; backend %s runs fp32', backend)
+            config.precision = 'fp32'
+        elif backend == 'openvino' and config.precision == 'auto':
+            config.precision = 'bf16'         # checked by the accuracy guard at start
+            self._precision_auto = True       # (fp32 when it fails)
         elif backend == 'onnxruntime' and config.precision != 'fp32':
             log.warning('the onnxruntime backend exports fp32 models at start; ignoring precision '
                         '%s (export with `depth-ego export --fp16` and set exported_model_dir)',
@@ -99,7 +106,8 @@ class RunnerSetup:
                 log.warning('Estimator: the exported models in %s have RANDOM weights: depth and '
                             'poses are meaningless', manifest['directory'])
             self.runner = load_exported_runner(manifest, self.device, config.num_threads,
-                                               config.optimize)
+                                               config.optimize, auto=self._requested_backend == 'auto')
+            config.precision = self.runner.precision
             self._pose_outputs = list(manifest.get('pose_outputs') or ('axisangle', 'translation'))
             net_min_depth = manifest.get('packnet_min_depth')
         else:
@@ -128,6 +136,32 @@ class RunnerSetup:
         cfg = self.config
         tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
             ('-K' if cfg.learned_intrinsics else '')
+        if backend == 'auto':     # CPU: measured choice (backends.select), cached per machine
+            try:
+                runner, _ = auto_cpu_runner(
+                    depth_net, pose_net, self.device, cfg.width, cfg.height, tag, cfg.cache_dir,
+                    cfg.num_threads, ('fp32', 'bf16') if cfg.precision == 'auto' else ('fp32',))
+                cfg.backend, cfg.precision = runner.name, runner.precision
+                return runner
+            except RuntimeError as exc:      # no CPU runtime could run these nets
+                log.warning('%s; falling back to torch', exc)
+                self._fallback_reason = str(exc)
+                cfg.backend, cfg.precision = 'torch', 'fp32'
+        if backend == 'openvino':   # the accuracy guard refuses a reduced precision that fails
+            runner = OpenVINORunner.from_nets(depth_net, pose_net, self.device, cfg.width,
+                                              cfg.height, tag, cfg.cache_dir, cfg.num_threads,
+                                              cfg.precision)
+            if cfg.precision != 'fp32':
+                report = accuracy_guard(runner, runner.depth_net, runner.pose_net, cfg.precision,
+                                        height=cfg.height, width=cfg.width)
+                if not report['passed'] and getattr(self, '_precision_auto', False):
+                    log.warning('precision auto: openvino bf16 failed the accuracy guard (%s); '
+                                'using fp32', ', '.join(report['failed']))
+                    self._guard_note = 'precision auto: bf16 failed the accuracy guard, fp32'
+                    cfg.precision = 'fp32'
+                    return self._make_runner(backend, depth_net, pose_net, net_min_depth)
+                runner.guard = require_accuracy(report, f'backend openvino {cfg.precision}')
+            return runner
         if backend in ('onnxruntime', 'torchscript'):
             try:
                 if backend == 'onnxruntime':
@@ -190,6 +224,12 @@ class RunnerSetup:
                 ('-K' if cfg.learned_intrinsics else '')
             runner = OrtRunner.from_nets(depth_net, pose_net, self.device, cfg.width, cfg.height,
                                          tag, cache_dir or cfg.cache_dir, cfg.num_threads)
+        elif cfg.backend == 'openvino':
+            tag = cfg.model + ('' if cfg.pose_model == 'monodepth2' else f'-{cfg.pose_model}') + \
+                ('-K' if cfg.learned_intrinsics else '')
+            runner = OpenVINORunner.from_nets(depth_net, pose_net, self.device, cfg.width,
+                                              cfg.height, tag, cache_dir or cfg.cache_dir,
+                                              cfg.num_threads, cfg.precision)
         elif cfg.backend == 'torchscript':
             runner = TorchScriptRunner.from_nets(depth_net, pose_net, self.device, cfg.precision,
                                                  cfg.optimize, (cfg.height, cfg.width))

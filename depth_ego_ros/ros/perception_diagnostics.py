@@ -48,7 +48,8 @@ class PerceptionDiagnostics:
             'network_ms_p50': net['p50'], 'decode_ms_p50': cam.decode_ms.summary()['p50'],
             'outputs_ms_p50': cam.outputs_ms.summary()['p50'],
             'trajectory_resets': c['trajectory_resets'],
-            'device': work.device, 'backend': work.backend, 'model': p['model'],
+            'device': work.device, 'backend': work.backend, 'precision': work.precision,
+            'backend_reason': work.backend_reason, 'model': p['model'],
             'pose_model': work.pose_model,
             'intrinsics': ('learned' if cam.camera_info is None or cam.camera_info[1] is None
                            else 'camera_info') if work.learned else 'given',

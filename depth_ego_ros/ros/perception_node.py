@@ -128,7 +128,7 @@ class PerceptionNode(Node):
         self.get_logger().info(
             f'ready: {p["model"]}/{work.pose_model} {p["width"]}x{p["height"]}'
             f'{" (learned intrinsics)" if work.learned else ""} on {work.device} ({work.backend}, '
-            f'{p["precision"]}), input {inputs} '
+            f'{work.precision}: {work.backend_reason}), input {inputs} '
             f'[{p["qos.input"]}], checkpoint {p["checkpoint"] or "NONE (random weights)"}'
             + (f', {len(work.cams)} cameras batched (window {p["batch_window"]} s)' if work.multi else ''))
 

@@ -43,11 +43,16 @@ PARAMS = [
     Param('device', 'auto', 'compute device: auto (CUDA when available), cpu, cuda, cuda:N',
           choices=('auto', 'cpu', 'cuda'), pattern_ok=_is_cuda_n, pattern_help='or cuda:N',
           read_only=True),
-    Param('precision', 'fp32', 'network precision (fp16 needs CUDA; bf16 on CUDA or CPUs with '
-          'bf16 units)', choices=('fp32', 'fp16', 'bf16'), read_only=True),
-    Param('backend', 'auto', 'inference backend: auto = ONNX Runtime on the CPU, torch on CUDA, '
-          'the exported format\'s runtime with exported_model; tensorrt needs exported_model',
-          choices=('auto', 'torch', 'torchscript', 'onnxruntime', 'tensorrt'), read_only=True),
+    Param('precision', 'fp32', 'network precision: fp32; auto = with backend auto/openvino on '
+          'the CPU the fastest that passes the accuracy guard (fp32 / bf16), else fp32; fp16 '
+          'needs CUDA; bf16 on CUDA or CPUs with bf16 units; int8 = an OpenVINO int8 export',
+          choices=('auto', 'fp32', 'fp16', 'bf16', 'int8'), read_only=True),
+    Param('backend', 'auto', 'inference backend: auto = on the CPU the fastest of ONNX Runtime / '
+          'OpenVINO passing the accuracy guard (measured once, cached), torch on CUDA, the '
+          'exported format\'s runtime with exported_model; openvino falls back to ONNX Runtime '
+          'where it is not installed; tensorrt needs exported_model',
+          choices=('auto', 'torch', 'torchscript', 'onnxruntime', 'openvino', 'tensorrt'),
+          read_only=True),
     Param('exported_model', '', 'directory written by `depth-ego export` (ONNX / TorchScript / '
           'TensorRT) to run instead of checkpoint; empty = none', read_only=True),
     Param('num_threads', 0, 'CPU threads for the networks (0 = library default)', range=(0, 256),

@@ -55,7 +55,10 @@ class PerceptionWorker:
         if self.learned and fallback_k(p) is not None:  # (inputs.fallback_k() is None when learned)
             self.log.warning('learned_intrinsics is set: camera_info.fallback_k is ignored '
                              '(the learned K is used until a camera_info arrives)')
-        self.backend = getattr(self.estimator, 'backend_info', {}).get('backend', p['backend'])
+        info = getattr(self.estimator, 'backend_info', {})
+        self.backend = info.get('backend', p['backend'])
+        self.precision = self.estimator.config.precision
+        self.backend_reason = info.get('reason', '')
         self.refiner = None
         if p['online_refinement.enabled']:
             from depth_ego_ros.core.online_refinement import OnlineRefiner

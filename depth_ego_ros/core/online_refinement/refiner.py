@@ -64,9 +64,9 @@ class OnlineRefiner(FrameWindow, RefinerWeights):
         self._opt_key = None
         self._rng = np.random.default_rng(self.config.seed)
         self._stream = torch.cuda.Stream(self.device) if self.device.type == 'cuda' else None
-        # the ONNX files of each rebuilt runner live here (deleted when the refiner is closed)
+        # the ONNX files (+ OpenVINO blobs) of each rebuilt runner live here (deleted on close)
         self._cache_dir = (Path(tempfile.mkdtemp(prefix='depth_ego_refine_'))
-                           if estimator.config.backend == 'onnxruntime' else None)
+                           if estimator.config.backend in ('onnxruntime', 'openvino') else None)
         self._lock = threading.Lock()                 # window + pending frames
         self._round_lock = threading.Lock()           # one round at a time
         self._pending: collections.deque = collections.deque()
