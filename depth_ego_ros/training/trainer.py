@@ -219,7 +219,7 @@ class Trainer:
 
     def _build_model(self):
         cfg = self.config
-        source = self.resume_dir if self.resume_dir is not None else cfg.init
+        source = self.resume_dir if self.resume_dir is not None else cfg.init_path()
         self.normalized = cfg.depth_normalization != 'none'
         try:
             model, info = build_model(
@@ -230,6 +230,9 @@ class Trainer:
         except ckpt.CheckpointError as exc:
             raise TrainingError(f'cannot start from checkpoint {source}: {exc}') from exc
         self.init_notes = []
+        if source is None and cfg.weights_init != 'none':
+            from .weights_init import apply_weights_init
+            self.init_notes.append(apply_weights_init(model, cfg.weights_init))
         if source is not None and not info['pose_from_checkpoint']:
             self.init_notes.append(f'{cfg.pose_model} pose network from random weights '
                                    '(none of that kind in the checkpoint)')
