@@ -53,6 +53,15 @@ def _cli(env, *args, timeout=240, **kw):
                           capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def _main(capsys, *args):
+    """`depth-ego ARGS` in this process (the CLI's own main): -> (rc, stdout, stderr)."""
+    from depth_ego_ros.cli.main import main
+    capsys.readouterr()
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
 def _K(w, h):
     from depth_ego_ros.core.estimator import default_intrinsics
     return default_intrinsics(w, h)
@@ -221,10 +230,10 @@ def test_train_init_from_name_and_imagenet_init(zoo, tmp_path):
         TrainConfig(out=str(tmp_path / 'b'), init='tiny_mono', weights_init='imagenet', **base).validate()
 
 
-def test_import_offline_copy_and_remove(zoo, tmp_path):
+def test_import_offline_copy_and_remove(zoo, tmp_path, capsys):
     server, files, models, reg, env = zoo
-    r = _cli(env, 'weights', 'import', str(files['mono']), '--name', 'tiny_mono')
-    assert r.returncode == 0, r.stderr
+    rc, out, err = _main(capsys, 'weights', 'import', str(files['mono']), '--name', 'tiny_mono')
+    assert rc == 0, err
     info = json.loads((installed_path('tiny_mono') / ckpt.MODEL_INFO_FILE).read_text())
     assert 'md5' in info['checksum'] and info['imported_from'] == str(files['mono'])
     # a directory under a name of one's own
@@ -235,7 +244,7 @@ def test_import_offline_copy_and_remove(zoo, tmp_path):
     with pytest.raises(ZooError, match='checksum mismatch'):
         import_model(files['stereo'], 'tiny_mono', force=True)
     assert installed_path('tiny_mono') is not None            # the good copy stayed
-    assert _cli(env, 'weights', 'remove', 'tiny_mono').returncode == 0
+    assert _main(capsys, 'weights', 'remove', 'tiny_mono')[0] == 0
     assert installed_path('tiny_mono') is None
     with pytest.raises(ZooError, match='not installed'):
         remove('tiny_mono')
@@ -246,7 +255,7 @@ def test_import_offline_copy_and_remove(zoo, tmp_path):
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('case', ['wrong_checksum', 'truncated', 'closed_mid_file',
                                   'wrong_architecture', 'not_found'])
-def test_failed_fetch_leaves_nothing_and_retry_succeeds(zoo, case):
+def test_failed_fetch_leaves_nothing_and_retry_succeeds(zoo, case, capsys):
     server, files, models, reg, env = zoo
     good = models['tiny_mono']
     bad = {'wrong_checksum': dict(md5='0' * 32),
@@ -260,17 +269,17 @@ def test_failed_fetch_leaves_nothing_and_retry_succeeds(zoo, case):
                 'wrong_architecture': 'does not hold a resnet50 monodepth2 model',
                 'not_found': 'HTTP 404'}[case]
     _set(reg, models, 'tiny_mono', **bad)
-    r = _cli(env, 'weights', 'fetch', 'tiny_mono', '--quiet')
-    assert r.returncode == 1
-    errors = [line for line in r.stderr.splitlines() if 'error' in line]
-    assert len(errors) == 1 and expected in errors[0], r.stderr
+    rc, out, err = _main(capsys, 'weights', 'fetch', 'tiny_mono', '--quiet')
+    assert rc == 1
+    errors = [line for line in err.splitlines() if 'error' in line]
+    assert len(errors) == 1 and expected in errors[0], err
     if case == 'wrong_architecture':
         assert "resnet18 encoder" in errors[0]                 # says what the zip holds
     _nothing_half_written('tiny_mono')
     write_registry(reg, dict(models, tiny_mono=good))
-    r = _cli(env, 'weights', 'fetch', 'tiny_mono', '--quiet')
-    assert r.returncode == 0, r.stderr
-    assert installed_path('tiny_mono') is not None
+    rc, out, err = _main(capsys, 'weights', 'fetch', 'tiny_mono', '--quiet')
+    assert rc == 0, err
+    assert out.strip() == str(installed_path('tiny_mono'))
 
 
 def test_truncated_download_of_an_unchecksummed_zip_is_caught_by_its_structure(zoo):
@@ -298,11 +307,11 @@ def test_write_error_full_disk(zoo):
     assert _cli(env, 'weights', 'fetch', 'tiny_mono', '--quiet').returncode == 0
 
 
-def test_unknown_and_unfetched_names(zoo, tmp_path):
+def test_unknown_and_unfetched_names(zoo, tmp_path, capsys):
     server, files, models, reg, env = zoo
-    r = _cli(env, 'weights', 'fetch', 'tiny_mnoo')
-    assert r.returncode == 1 and "'tiny_mnoo' is not a model-zoo name" in r.stderr
-    assert 'did you mean tiny_mono' in r.stderr
+    rc, out, err = _main(capsys, 'weights', 'fetch', 'tiny_mnoo')
+    assert rc == 1 and "'tiny_mnoo' is not a model-zoo name" in err
+    assert 'did you mean tiny_mono' in err
     with pytest.raises(ZooError, match='neither an existing checkpoint path nor a model-zoo name'):
         resolve_checkpoint('tiny_mnoo')
     with pytest.raises(ZooError, match='run `depth-ego weights fetch tiny_stereo`'):
@@ -312,5 +321,6 @@ def test_unknown_and_unfetched_names(zoo, tmp_path):
     assert resolve_checkpoint(None) is None and resolve_checkpoint('') is None
     assert resolve_checkpoint(str(files['mono_dir'])) == files['mono_dir']   # a path wins
     assert str(resolve_checkpoint('missing/dir')) == 'missing/dir'           # the loader says
-    r = _cli(env, 'export', '--format', 'onnx', '--checkpoint', 'tiny_stereo', '--out', str(tmp_path / 'x'))
-    assert r.returncode == 2 and 'depth-ego weights fetch tiny_stereo' in r.stderr
+    rc, out, err = _main(capsys, 'export', '--format', 'onnx', '--checkpoint', 'tiny_stereo',
+                         '--out', str(tmp_path / 'x'))
+    assert rc == 2 and 'depth-ego weights fetch tiny_stereo' in err
