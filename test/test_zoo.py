@@ -205,8 +205,8 @@ def test_train_init_from_name_and_imagenet_init(zoo, tmp_path):
                 scales=(0,), max_steps=1, num_threads=1)
     with pytest.raises(TrainConfigError, match='depth-ego weights fetch tiny_mono'):
         TrainConfig(out=str(tmp_path / 'a'), init='tiny_mono', **base).validate()
-    with pytest.raises(TrainConfigError, match='depth-ego weights fetch resnet18_imagenet'):
-        TrainConfig(out=str(tmp_path / 'a'), weights_init='imagenet', **base).validate()
+    with pytest.raises(ZooError, match='depth-ego weights fetch resnet18_imagenet'):
+        Trainer(TrainConfig(out=str(tmp_path / 'a'), weights_init='imagenet', **base))
 
     path = fetch('tiny_mono', progress=False)
     tr = Trainer(TrainConfig(out=str(tmp_path / 'ft'), init='tiny_mono', **base))

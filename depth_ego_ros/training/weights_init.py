@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from ..core.networks.resnet_encoder import ResnetEncoder, parse_num_layers
 
-__all__ = ['WEIGHTS_INITS', 'weights_init_problems', 'apply_weights_init', 'imagenet_layers']
+__all__ = ['WEIGHTS_INITS', 'weights_init_problems', 'apply_weights_init', 'imagenet_layers',
+           'check_weights_cached']
 
 WEIGHTS_INITS = ('none', 'imagenet')
 
@@ -35,23 +36,30 @@ def weights_init_problems(cfg) -> list[str]:
     if cfg.init is not None:
         return ['weights_init imagenet applies to training from scratch; init already gives '
                 'the weights (drop one of them)']
-    layers = imagenet_layers(cfg.model, cfg.pose_model)
-    if not layers:
+    if not imagenet_layers(cfg.model, cfg.pose_model):
         return [f'weights_init imagenet: {cfg.model} with pose model {cfg.pose_model} has no '
                 'ResNet encoder to initialise']
-    from ..zoo import installed_path
+    return []     # whether the weights are cached is checked when they are used (not on resume)
+
+
+def check_weights_cached(how: str, model: str, pose_model: str):
+    """ZooError naming the fetch command when the weights ``how`` needs are not cached."""
+    if how != 'imagenet':
+        return
+    from ..zoo import ZooError, installed_path
     from ..zoo.imagenet import imagenet_name
-    missing = [imagenet_name(n) for n in layers if installed_path(imagenet_name(n)) is None]
+    missing = [imagenet_name(n) for n in imagenet_layers(model, pose_model)
+               if installed_path(imagenet_name(n)) is None]
     if missing:
-        return [f'weights_init imagenet needs {", ".join(missing)}, not downloaded yet: run '
-                f'`depth-ego weights fetch {" ".join(missing)}` first']
-    return []
+        raise ZooError(f'weights_init imagenet needs {", ".join(missing)}, not downloaded yet: '
+                       f'run `depth-ego weights fetch {" ".join(missing)}` first')
 
 
 def apply_weights_init(model, how: str) -> str:
     """Initialise ``model``'s (SfMModel) ResNet encoders as ``how`` says; -> a note for the log."""
     if how != 'imagenet':
         return ''
+    check_weights_cached(how, model.depth_model, model.pose_model)
     from ..zoo.imagenet import imagenet_name, imagenet_state_dict, init_encoder_from_imagenet
     done, cache = [], {}
     for label, enc in (('depth encoder', model.encoder), ('pose encoder', model.pose_encoder)):
