@@ -192,7 +192,7 @@ def test_packnet_ckpt_is_converted_to_the_estimators_layout(zoo):
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
-def test_train_init_from_name_and_imagenet_init(zoo, tmp_path):
+def test_train_init_and_evaluate_from_name_and_imagenet_init(zoo, tmp_path, capsys):
     from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
     from depth_ego_ros.data.synth_bag import write_synth_bag
     from depth_ego_ros.training.config import TrainConfig, TrainConfigError
@@ -215,6 +215,13 @@ def test_train_init_from_name_and_imagenet_init(zoo, tmp_path):
                        enc['encoder.layer1.0.conv1.weight'])
     assert tr.fit()['steps'] == 1
     assert (tmp_path / 'ft' / 'weights_0' / ckpt.ENCODER_FILE).is_file()
+    rc, out, err = _main(capsys, 'evaluate', '--bag', str(bag), '--checkpoint', 'tiny_mono',
+                         '--gt-depth', '/ground_truth/depth', '--out', str(tmp_path / 'ev'),
+                         '--width', '64', '--height', '64', '--max-frames', '3', '--no-plots',
+                         '--quiet', '--threads', '1')
+    assert rc == 0, err
+    report = json.loads((tmp_path / 'ev' / 'report.json').read_text())
+    assert report['settings']['checkpoint']['path'] == str(path)
 
     fetch('resnet18_imagenet', progress=False)
     tr = Trainer(TrainConfig(out=str(tmp_path / 'in'), weights_init='imagenet', **base))
@@ -239,6 +246,9 @@ def test_import_offline_copy_and_remove(zoo, tmp_path, capsys):
     # a directory under a name of one's own
     d = import_model(files['mono_dir'], 'my_robot_model')
     assert resolve_checkpoint('my_robot_model') == d
+    rc, out, err = _main(capsys, 'weights', 'list')
+    assert any(line.startswith('my_robot_model ') and line.rstrip().endswith('yes')
+               for line in out.splitlines()), out
     assert ckpt.has_pose(d)
     # a registry name whose file does not match the published checksum
     with pytest.raises(ZooError, match='checksum mismatch'):

@@ -56,8 +56,17 @@ def _short_licence(e) -> str:
 
 
 def _rows(reg):
-    from ..zoo import installed_path
+    from ..zoo import installed_path, models_dir
+    from ..zoo.registry import Entry
     rows = []
+    extra = {}                       # models imported under names of their own
+    if models_dir().is_dir():
+        for d in sorted(models_dir().iterdir()):
+            if d.name not in reg and installed_path(d.name) is not None:
+                extra[d.name] = Entry(name=d.name, kind='checkpoint', method='imported',
+                                      model='?', url='', format='monodepth2_zip',
+                                      licence='unknown (imported)')
+    reg = {**reg, **extra}
     for e in reg.values():
         m = e.metrics or {}
         d = installed_path(e.name)
@@ -70,23 +79,24 @@ def _rows(reg):
             'size_mb': round(size, 1) if size is not None else e.approx_size_mb,
             'size_is_estimate': size is None, 'licence': e.licence,
             'stereo_scale_factor': e.stereo_scale_factor, 'supported': e.supported,
-            'cached': str(d) if d else None, 'note': e.note})
+            'cached': str(d) if d else None, 'note': e.note, '_entry': e})
     return rows
 
 
 def _list(reg, as_json: bool) -> int:
     rows = _rows(reg)
+    entries = [r.pop('_entry') for r in rows]
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
     head = ('name', 'method', 'res', 'data', 'AbsRel', 'd<1.25', 'size', 'licence', 'cached')
     table = []
-    for r, e in zip(rows, reg.values()):
+    for r, e in zip(rows, entries):
         bench = '' if r['benchmark'] in (None, 'KITTI Eigen') else f' ({r["benchmark"]})'
         size = r['size_mb']
         table.append((
             r['name'] + ('' if e.supported else ' (unsupported)'),
-            r['method'] + ('' if r['model'] in ('resnet18',) or e.kind == 'imagenet' else f' {r["model"]}'),
+            r['method'] + ('' if r['model'] in ('resnet18', '?') or e.kind == 'imagenet' else f' {r["model"]}'),
             r['resolution'] if e.kind == 'checkpoint' else '-',
             r['data'] + (', ' + r['training'] if r['training'] else ''),
             (f'{r["abs_rel"]:.3f}{bench}' if r['abs_rel'] is not None else '-'),
