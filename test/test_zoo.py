@@ -99,7 +99,7 @@ def test_packaged_registry_lists_the_released_models(monkeypatch):
     assert {e.model for e in md2 if 'resnet50' in e.name} == {'resnet50'}
     assert reg['resnet18_imagenet'].sha256_prefix == 'f37072fd'
     assert reg['resnet18_imagenet'].url.endswith('resnet18-f37072fd.pth')
-    assert any(e.method == 'packnet-sfm' and e.supported for e in reg.values())
+    assert all(e.supported for e in reg.values())
 
 
 def test_cache_dir_order(monkeypatch, tmp_path):
@@ -189,6 +189,13 @@ def test_packnet_ckpt_is_converted_to_the_estimators_layout(zoo):
     img = generated_frame(64, 64, 1)
     got = Estimator(EstimatorConfig(**kw), path).depth_only(img, _K(64, 64))
     ref = Estimator(EstimatorConfig(**kw), files['packnet']).depth_only(img, _K(64, 64))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    # PackNet-SfM's ResNet-18 (DepthResNet) -> monodepth2's layout, depth only
+    path = fetch('tiny_packnet_resnet', progress=False)
+    assert ckpt.read_checkpoint_meta(path)['model'] == 'resnet18' and not ckpt.has_pose(path)
+    kw['model'] = 'resnet18'
+    got = Estimator(EstimatorConfig(**kw), path).depth_only(img, _K(64, 64))
+    ref = Estimator(EstimatorConfig(**kw), files['mono_dir']).depth_only(img, _K(64, 64))
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 

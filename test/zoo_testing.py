@@ -51,10 +51,17 @@ def build_archives(root: Path) -> dict:
     _zip_dir(stereo, root / 'stereo.zip')
     pn_depth, _, _ = build_networks('packnet01-w0.25', None, with_pose=False, seed=12)
     save_packnet_checkpoint(pn_depth.net, root / 'packnet.ckpt')
+    # PackNet-SfM's DepthResNet: monodepth2's nets under model.depth_net.{encoder,decoder}.
+    sd = {f'model.depth_net.encoder.{k}': v for k, v in depth.encoder.state_dict().items()}
+    sd.update({f'model.depth_net.decoder.{k}': v for k, v in depth.decoder.state_dict().items()})
+    sd.update({f'model.pose_net.encoder.{k}': v for k, v in pose.encoder.state_dict().items()})
+    torch.save({'state_dict': sd, 'epoch': 50, 'config': {'model': {'depth_net': {
+        'name': 'DepthResNet', 'version': '18pt'}}}}, root / 'packnet_resnet.ckpt')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(13)
         torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / 'resnet18.pth')
     out.update(mono=root / 'mono.zip', stereo=root / 'stereo.zip', packnet=root / 'packnet.ckpt',
+               packnet_resnet=root / 'packnet_resnet.ckpt',
                imagenet=root / 'resnet18.pth', mono_dir=mono)
     return out
 
@@ -116,6 +123,8 @@ def standard_registry(server: ArchiveServer, files: dict) -> dict:
                              md5=md5(files['stereo']), stereo_scale_factor=5.4),
         'tiny_packnet': entry(u + 'packnet.ckpt', 'packnet_ckpt', 'packnet01-w0.25',
                               method='packnet-sfm', licence='MIT (test)'),
+        'tiny_packnet_resnet': entry(u + 'packnet_resnet.ckpt', 'packnet_ckpt', 'resnet18',
+                                     method='packnet-sfm', licence='MIT (test)'),
         'resnet18_imagenet': entry(u + 'resnet18.pth', 'torchvision_resnet', 'resnet18',
                                    kind='imagenet', method='torchvision', licence='BSD-3-Clause',
                                    sha256_prefix=sha256(files['imagenet'])[:8]),

@@ -158,8 +158,35 @@ def _convert_monodepth2(src: Path, out: Path, entry: Entry):
             shutil.copyfile(d / f, out / f)
 
 
+def _convert_packnet_resnet(src_file: Path, out: Path, entry: Entry):
+    """PackNet-SfM's DepthResNet (a copy of monodepth2's ResnetEncoder + DepthDecoder: keys
+    ``model.depth_net.encoder.encoder.*`` / ``model.depth_net.decoder.decoder.*``) -> monodepth2's
+    encoder.pth + depth.pth. Its pose network (PoseResNet, another frame-order convention) is
+    not converted: the model gives depth only."""
+    import torch
+    from ..core.estimator import build_networks
+    from ..core.packnet_checkpoint import read_packnet_ckpt
+    sd = read_packnet_ckpt(src_file)['state_dict']
+    enc = {k[len('model.depth_net.encoder.'):]: v for k, v in sd.items()
+           if k.startswith('model.depth_net.encoder.')}
+    dec = {k[len('model.depth_net.decoder.'):]: v for k, v in sd.items()
+           if k.startswith('model.depth_net.decoder.')}
+    if not enc or not dec:
+        raise ZooError(f'{entry.name}: no DepthResNet keys (model.depth_net.encoder./decoder.) in '
+                       f'the checkpoint; first keys: {ckpt.listing(list(sd))}')
+    enc.update(height=int(entry.height or 192), width=int(entry.width or 640), use_stereo=False)
+    torch.save(enc, out / ckpt.ENCODER_FILE)
+    torch.save(dec, out / ckpt.DEPTH_FILE)
+    try:
+        build_networks(entry.model, out, with_pose=False)
+    except ckpt.CheckpointError as exc:
+        raise ZooError(f'{entry.name}: the DepthResNet does not fit {entry.model}: {exc}') from None
+
+
 def _convert_packnet(src_file: Path, out: Path, entry: Entry):
     from ..core.packnet_checkpoint import load_packnet_checkpoint
+    if entry.model.startswith('resnet'):
+        return _convert_packnet_resnet(src_file, out, entry)
     try:
         net, _ = load_packnet_checkpoint(src_file)
     except ckpt.CheckpointError as exc:
