@@ -117,7 +117,7 @@ def test_cache_dir_order(monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # fetch -> predict / Estimator / train from the name
 # ----------------------------------------------------------------------------------------------
-def test_fetch_then_predict_from_the_name(zoo, tmp_path):
+def test_fetch_then_predict_from_the_name(zoo, tmp_path, capsys):
     server, files, models, reg, env = zoo
     from PIL import Image
     from depth_ego_ros.ros.testing import generated_frame
@@ -126,14 +126,16 @@ def test_fetch_then_predict_from_the_name(zoo, tmp_path):
         p = tmp_path / f'f{i}.png'
         Image.fromarray(generated_frame(96, 64, i)).save(p)
         imgs.append(str(p))
-    r = _cli(env, 'predict', '--checkpoint', 'tiny_mono', *imgs, '--out', str(tmp_path / 'o'))
-    assert r.returncode == 2
-    assert 'run `depth-ego weights fetch tiny_mono`' in r.stderr, r.stderr
+    rc, out, err = _main(capsys, 'predict', '--checkpoint', 'tiny_mono', *imgs, '--out',
+                         str(tmp_path / 'o'))
+    assert rc == 2
+    assert 'run `depth-ego weights fetch tiny_mono`' in err, err
     r = _cli(env, 'weights', 'fetch', 'tiny_mono')
     assert r.returncode == 0, r.stderr
     d = models_dir() / 'tiny_mono'
     assert r.stdout.strip() == str(d)
     assert 'md5' in r.stderr and 'verified' in r.stderr and 'NON-COMMERCIAL' in r.stderr
+    assert 'tiny_mono: 100%' in r.stderr                      # the tqdm progress bar ran
     assert sorted(p.name for p in d.iterdir()) == sorted(
         [ckpt.ENCODER_FILE, ckpt.DEPTH_FILE, ckpt.POSE_ENCODER_FILE, ckpt.POSE_FILE,
          ckpt.MODEL_INFO_FILE])
@@ -142,10 +144,10 @@ def test_fetch_then_predict_from_the_name(zoo, tmp_path):
     info = json.loads((d / ckpt.MODEL_INFO_FILE).read_text())
     assert info['name'] == 'tiny_mono' and 'verified' in info['checksum']
     _nothing_half_written('no-such')
-    listing = _cli(env, 'weights', 'list')
-    row = next(line for line in listing.stdout.splitlines() if line.startswith('tiny_mono '))
+    rc, out, err = _main(capsys, 'weights', 'list')
+    row = next(line for line in out.splitlines() if line.startswith('tiny_mono '))
     assert row.rstrip().endswith('yes') and 'NON-COMMERCIAL' in row
-    assert _cli(env, 'weights', 'path', 'tiny_mono').stdout.strip() == str(d)
+    assert _main(capsys, 'weights', 'path', 'tiny_mono')[1].strip() == str(d)
 
     r = _cli(env, 'predict', '--checkpoint', 'tiny_mono', *imgs, '--out', str(tmp_path / 'o'),
              '--width', '64', '--height', '64', '--backend', 'torch', '--threads', '1')
