@@ -2,12 +2,15 @@
 
     ros2 launch depth_ego_ros depth_ego.launch.py camera_namespace:=camera image_topic:=image_raw \\
         checkpoint:=/path/to/monodepth2_model device:=cuda rviz:=true
+    ros2 launch depth_ego_ros depth_ego.launch.py checkpoint:=mono_640x192   # a model-zoo name
 
 The node runs in ``camera_namespace``: it reads <ns>/<image_topic> (or <ns>/<image_topic>/compressed
 with image_transport:=compressed) and <ns>/<camera_info_topic>, and publishes <ns>/depth,
 <ns>/depth/camera_info, <ns>/depth/colored, <ns>/points, <ns>/odom, /tf and /diagnostics.
 Parameters come from ``params_file`` (default: the package's config/depth_ego.yaml); the launch
-arguments checkpoint, device and image_transport override it when given (non-empty).
+arguments checkpoint, device and image_transport override it when given (non-empty). checkpoint
+may be a model-zoo name (`depth-ego weights list`); the node does not download it unless
+auto_fetch:=true (run `depth-ego weights fetch NAME` once instead).
 
 Several cameras, one node process (frames batched through the networks):
 
@@ -36,7 +39,10 @@ ARGUMENTS = [
     ('cameras', '', 'comma-separated camera namespaces served by one node (e.g. front,left); '
                     'empty = the params file value (one camera by default)'),
     ('image_transport', '', 'raw | compressed (empty = the params file value, raw by default)'),
-    ('checkpoint', '', 'monodepth2-layout checkpoint directory (empty = the params file value)'),
+    ('checkpoint', '', 'checkpoint directory or model-zoo name, e.g. mono_640x192 (empty = the '
+                       'params file value)'),
+    ('auto_fetch', '', 'true = download a model-zoo checkpoint not in the cache at start-up '
+                       '(empty = the params file value, false by default)'),
     ('device', '', 'auto | cpu | cuda | cuda:N (empty = the params file value)'),
     ('params_file', '', 'ROS parameters YAML (empty = share/depth_ego_ros/config/depth_ego.yaml)'),
     ('use_sim_time', 'false', 'use /clock (bag playback)'),
@@ -53,6 +59,8 @@ def _setup(context):
     params_file = arg['params_file'] or os.path.join(share, 'config', 'depth_ego.yaml')
     overrides = {k: arg[k] for k in ('checkpoint', 'device', 'image_transport') if arg[k]}
     overrides['use_sim_time'] = arg['use_sim_time'].lower() in ('true', '1', 'yes')
+    if arg['auto_fetch']:
+        overrides['auto_fetch'] = arg['auto_fetch'].lower() in ('true', '1', 'yes')
     image = arg['image_topic']
     cameras = [c.strip().strip('/') for c in arg['cameras'].split(',') if c.strip().strip('/')]
     if cameras:

@@ -27,7 +27,7 @@ import sys
 
 ARGUMENTS = {
     'bag': ('', 'bag to replay (directory, .mcap or .db3)'),
-    'checkpoint': ('', 'monodepth2-layout checkpoint directory (empty = random weights)'),
+    'checkpoint': ('', 'checkpoint directory or model-zoo name (empty = random weights)'),
     'model': ('resnet18', 'depth network: resnet18 | resnet50 | packnet01[-w0.5|-w0.25]'),
     'pose_model': ('monodepth2', 'pose network: monodepth2 | posexp'),
     'learned_intrinsics': ('false', 'true: use the learned K until a camera_info arrives'),

@@ -65,6 +65,13 @@ def test_colcon_build_installs_entry_points_and_share_files(tmp_path):
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'predict' in out.stdout
+    # the model zoo's registry is package data: installed beside the code and readable there
+    out = subprocess.run([str(prefix / 'lib' / PKG / 'depth-ego'), 'weights', 'list', '--json'],
+                         cwd=tmp_path, env={k: v for k, v in env.items()
+                                            if k != 'DEPTH_EGO_ZOO_REGISTRY'},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'mono_640x192' in out.stdout
 
 
 def test_pip_metadata_lists_console_scripts():

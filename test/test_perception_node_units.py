@@ -50,11 +50,13 @@ def test_network_defaults_are_the_estimators():
     node = {p.name: p.default for p in PARAMS}
     pairs = {'model': 'model', 'width': 'width', 'height': 'height', 'device': 'device',
              'precision': 'precision', 'backend': 'backend', 'min_depth': 'min_depth',
-             'max_depth': 'max_depth', 'scale.mode': 'scale_mode', 'scale.factor': 'scale_factor',
+             'max_depth': 'max_depth', 'scale.mode': 'scale_mode',
              'scale.camera_height': 'camera_height', 'num_threads': 'num_threads',
              'pose_model': 'pose_model', 'learned_intrinsics': 'learned_intrinsics'}
     for node_name, est_name in pairs.items():
         assert node[node_name] == est[est_name], node_name
+    # scale.factor 0 (a ROS double cannot be None) = EstimatorConfig's None: the checkpoint's factor
+    assert node['scale.factor'] == 0.0 and est['scale_factor'] is None
     from depth_ego_ros.core.estimator import MODELS, POSE_MODELS
     choices = {p.name: p.choices for p in PARAMS}
     assert tuple(choices['model']) == tuple(MODELS)

@@ -55,7 +55,8 @@ def add_parser(subparsers):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--bag', required=True, help='bag with the camera stream and the ground truth')
     p.add_argument('--out', required=True, metavar='DIR', help='output directory (created)')
-    p.add_argument('--checkpoint', metavar='DIR', help='monodepth2-layout checkpoint directory '
+    p.add_argument('--checkpoint', metavar='DIR|NAME', help='checkpoint directory or model-zoo '
+                   'name (`depth-ego weights list`) '
                    '(without it the networks have RANDOM weights: pipeline test only)')
     g = p.add_argument_group('inputs')
     g.add_argument('--camera-topic', help='Image or CompressedImage topic (default: auto-detected)')
@@ -115,7 +116,9 @@ def add_parser(subparsers):
     e.add_argument('--estimator-scale', choices=('none', 'relative', 'fixed', 'camera_height', 'speed'),
                    default='none', help="the Estimator's metric scale mode (default none: the "
                    "network's units; relative: median depth 1 per image)")
-    e.add_argument('--estimator-scale-factor', type=float, default=1.0, help='for --estimator-scale fixed')
+    e.add_argument('--estimator-scale-factor', type=float, default=None,
+                   help='for --estimator-scale fixed (default: the factor the checkpoint records, '
+                   '5.4 for monodepth2 stereo zoo models, else 1)')
     e.add_argument('--camera-height', type=float, default=1.0, help='metres, for camera_height')
     e.add_argument('--speed-topic', help='Odometry/TwistStamped topic for --estimator-scale speed')
     e.add_argument('--threads', type=int, default=0, help='CPU threads (0 = library default)')
@@ -196,6 +199,13 @@ def _summary(report) -> str:
 def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     from ..evaluation.evaluate import EvaluationError, evaluate
+    from ..zoo import ZooError, resolve_checkpoint
+    try:
+        if args.checkpoint:                 # a path or a zoo name
+            args.checkpoint = str(resolve_checkpoint(args.checkpoint))
+    except ZooError as exc:
+        print(f'depth-ego evaluate: error: {exc}', file=sys.stderr)
+        return 2
     try:
         cfg = config_from_args(args)
         report = evaluate(cfg, argv=getattr(args, 'argv', None) or sys.argv[1:])

@@ -55,8 +55,9 @@ and cached in OUTDIR/auto_choice.json).
 def add_parser(subparsers):
     p = subparsers.add_parser('export', help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--checkpoint', metavar='DIR|FILE',
-                   help='checkpoint directory or PackNet-SfM .ckpt file (without it: RANDOM '
+    p.add_argument('--checkpoint', metavar='DIR|FILE|NAME',
+                   help='checkpoint directory, PackNet-SfM .ckpt file or model-zoo name (`depth-ego '
+                   'weights list`) (without it: RANDOM '
                         'weights, for pipeline tests and benchmarks only)')
     p.add_argument('--format', required=True, choices=['onnx', 'torchscript', 'tensorrt', 'openvino'])
     p.add_argument('--out', required=True, metavar='OUTDIR', help='output directory (created)')
@@ -111,9 +112,11 @@ def run(args) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
+        from depth_ego_ros.zoo import resolve_checkpoint
+        args.checkpoint = resolve_checkpoint(args.checkpoint)     # a path or a zoo name
         opts, _ = ckpt.network_options(args.checkpoint, args.model, args.pose_model,
                                        args.learned_intrinsics, args.width, args.height)
-    except ckpt.CheckpointError as exc:
+    except ckpt.CheckpointError as exc:     # includes ZooError
         return _err(str(exc))
     model, width, height = opts['model'], opts['width'], opts['height']
     pose_model, learned = opts['pose_model'], opts['learned_intrinsics']

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     'synth': 'synth',
     'train': 'train',
     'demo': 'demo',
+    'weights': 'weights',
 }
 
 

@@ -50,8 +50,9 @@ def add_parser(subparsers):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('images', nargs='+', metavar='IMAGE', help='input images (PNG/JPEG/...), in sequence order')
     p.add_argument('--out', required=True, metavar='OUTDIR', help='output directory (created)')
-    p.add_argument('--checkpoint', metavar='DIR|CKPT',
-                   help='checkpoint directory (monodepth2 layout: encoder.pth, depth.pth, '
+    p.add_argument('--checkpoint', metavar='DIR|CKPT|NAME',
+                   help='model-zoo name (`depth-ego weights list`, e.g. mono_640x192) or '
+                        'checkpoint directory (monodepth2 layout: encoder.pth, depth.pth, '
                         '[pose_encoder.pth, pose.pth]; or the project\'s PackNet/PoseExpNet '
                         'files, [intrinsics.pth]) or a PackNet-SfM .ckpt file. Without it the '
                         'networks have RANDOM weights (only useful to test the pipeline)')
@@ -76,8 +77,9 @@ def add_parser(subparsers):
     p.add_argument('--scale-mode', choices=['none', 'relative', 'fixed', 'camera_height'], default='none',
                    help='metric scale: none (relative), fixed (--scale-factor), camera_height '
                         '(ground plane --camera-height metres below the camera)')
-    p.add_argument('--scale-factor', type=float, default=1.0,
-                   help='for --scale-mode fixed (monodepth2 stereo models: 5.4)')
+    p.add_argument('--scale-factor', type=float, default=None,
+                   help='for --scale-mode fixed (default: the factor the checkpoint records, '
+                        '5.4 for monodepth2 stereo zoo models, else 1)')
     p.add_argument('--camera-height', type=float, default=1.0, help='metres, for camera_height')
     k = p.add_mutually_exclusive_group()
     k.add_argument('--K', type=float, nargs=9, metavar='K', default=None,
@@ -146,9 +148,11 @@ def run(args) -> int:
         return 2
 
     try:
+        from depth_ego_ros.zoo import resolve_checkpoint
+        args.checkpoint = resolve_checkpoint(args.checkpoint)     # a path or a zoo name
         opts, _ = ckpt.network_options(args.checkpoint, args.model, args.pose_model,
                                        args.learned_intrinsics, args.width, args.height)
-    except ckpt.CheckpointError as exc:
+    except ckpt.CheckpointError as exc:     # includes ZooError (name not fetched, unknown)
         print(f'depth-ego predict: {exc}', file=sys.stderr)
         return 2
     model, width, height = opts['model'], opts['width'], opts['height']

@@ -28,6 +28,7 @@ Several GPUs (or CPU processes): the same command under torchrun, e.g.
 Examples:
   depth-ego train --bags bags/run1 bags/run2 --out run1 --epochs 20 --batch-size 12
   depth-ego train --bags bags/robot --init mono_640x192 --out ft --epochs 5 --lr 5e-5
+  depth-ego train --bags bags/robot --weights-init imagenet --out scratch --epochs 20
   depth-ego train --out ft --epochs 10 --resume       # continue ft/latest with ft's configuration
   depth-ego train --config run1/train_config.json --epochs 30 --resume
   depth-ego train --bags bags/run1 --out pn --model packnet01-w0.25 --pose-model posexp
@@ -47,8 +48,14 @@ def add_parser(subparsers):
                    '(options given on the command line override it)')
     p.add_argument('--bags', nargs='+', metavar='BAG', help='training bag directories')
     p.add_argument('--out', metavar='DIR', help='output directory (checkpoints, logs)')
-    p.add_argument('--init', metavar='CKPT', help='start from this checkpoint directory (any layout '
-                   'the Estimator loads) or, for packnet01*, a PackNet-SfM .ckpt file')
+    p.add_argument('--init', metavar='CKPT|NAME', help='start from this checkpoint directory (any '
+                   'layout the Estimator loads), for packnet01* a PackNet-SfM .ckpt file, or a '
+                   'model-zoo name (e.g. mono_640x192; `depth-ego weights fetch NAME` first): '
+                   'fine-tuning released weights on your bags')
+    p.add_argument('--weights-init', choices=('none', 'imagenet'),
+                   help='from scratch: imagenet = ResNet encoders from torchvision\'s ImageNet '
+                   'weights (`depth-ego weights fetch resnet18_imagenet` first; the pose '
+                   'encoder\'s first convolution adapted to the stacked frames) (default none)')
     p.add_argument('--resume', nargs='?', const='', metavar='DIR',
                    help='continue a run: networks, optimiser and progress from DIR (a weights_N '
                    'directory or a run directory); without DIR: OUT/latest')
@@ -145,7 +152,7 @@ def add_parser(subparsers):
     return p
 
 
-_FIELDS = ('bags', 'out', 'init', 'model', 'pose_model', 'explainability_weight',
+_FIELDS = ('bags', 'out', 'init', 'weights_init', 'model', 'pose_model', 'explainability_weight',
            'learned_intrinsics', 'intrinsics_init_focal', 'intrinsics_lr_factor', 'alignment_weight',
            'depth_normalization', 'object_motion', 'object_size_weight', 'object_height_init',
            'mask_topic', 'width', 'height', 'min_depth', 'max_depth',

@@ -32,6 +32,7 @@ __all__ = [
     'detect_num_layers', 'has_pose', 'state_dict_digest', 'INTRINSICS_FILE', 'save_packnet_depth',
     'save_posexp', 'save_intrinsics_head', 'load_intrinsics_head', 'read_checkpoint_meta',
     'network_options', 'packnet_model_name', 'state_dict_mismatches', 'listing',
+    'MODEL_INFO_FILE', 'read_model_info', 'published_scale_factor',
 ]
 
 ENCODER_FILE = 'encoder.pth'
@@ -39,6 +40,34 @@ DEPTH_FILE = 'depth.pth'
 POSE_ENCODER_FILE = 'pose_encoder.pth'
 POSE_FILE = 'pose.pth'
 META_KEYS = ('height', 'width', 'use_stereo')
+#: optional JSON beside the weights describing where they came from (written by the model zoo,
+#: depth_ego_ros.zoo): name, url, checksum, licence and ``stereo_scale_factor``
+MODEL_INFO_FILE = 'model_info.json'
+
+
+def read_model_info(checkpoint: str | os.PathLike | None) -> dict:
+    """``checkpoint/model_info.json`` as a dict ({} when there is none or it is unreadable)."""
+    if checkpoint is None:
+        return {}
+    p = Path(checkpoint) / MODEL_INFO_FILE
+    try:
+        import json
+        data = json.loads(p.read_text()) if p.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def published_scale_factor(checkpoint: str | os.PathLike | None) -> float:
+    """The factor that makes the checkpoint's depth metric as its authors publish it (5.4 for
+    monodepth2's stereo and mono+stereo models, recorded in model_info.json by the model zoo);
+    1.0 when none is recorded."""
+    v = read_model_info(checkpoint).get('stereo_scale_factor')
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return 1.0
+    return v if v > 0 and v == v and v != float('inf') else 1.0
 
 
 def read_encoder_meta(directory: str | os.PathLike) -> dict:

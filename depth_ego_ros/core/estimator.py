@@ -50,6 +50,7 @@ from typing import Hashable, Sequence
 import numpy as np
 import torch
 
+from . import checkpoints as ckpt
 from .backends import resolve_device
 from .cameras import _CameraState
 from .device_ops import Uploader, check_image, depth_to_cloud, pixel_rays, to_network_input, to_rgb, \
@@ -113,6 +114,8 @@ class Estimator(PoseStage, ScaleRecovery, RunnerSetup):
         self._apply_threads()
 
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        if config.scale_factor is None:    # zoo models record their published factor (stereo: 5.4)
+            config.scale_factor = ckpt.published_scale_factor(self.checkpoint)
         net_min_depth = self._load_runner(config, manifest, backend)
         self.has_pose = bool(self.runner.has_pose)
         # disparity -> depth: monodepth2's (ResNet) or PackNet-SfM's inverse-depth convention

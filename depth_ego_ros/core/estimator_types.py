@@ -52,7 +52,8 @@ class EstimatorConfig:
     scale_mode: 'none' (the network's own units) | 'relative' (every depth map divided by its
         median: median depth 1, the relative-depth output mode for networks trained with depth
         normalisation; the frame's translation is divided by the same median) | 'fixed' (times
-        ``scale_factor``) | 'camera_height' (ground plane fitted in the lower image part lies
+        ``scale_factor``; None = the factor the checkpoint's model_info.json records, 5.4 for
+        monodepth2's stereo / mono+stereo zoo models, else 1) | 'camera_height' (ground plane fitted in the lower image part lies
         ``camera_height`` metres below the camera) | 'speed' (|translation| = speed * dt,
         speed and stamp given to ``infer``).
     num_threads: CPU threads for torch (process-wide) and ONNX Runtime (intra-op);
@@ -87,7 +88,7 @@ class EstimatorConfig:
     min_depth: float = 0.1
     max_depth: float = 100.0
     scale_mode: str = 'none'
-    scale_factor: float = 1.0
+    scale_factor: float | None = None
     camera_height: float = 1.0
     num_threads: int = 0
     channels_last: bool | None = None
@@ -128,8 +129,9 @@ class EstimatorConfig:
             raise ValueError(f'need 0 < min_depth < max_depth, got {self.min_depth!r}, {self.max_depth!r}')
         if self.scale_mode not in _SCALE_MODES:
             raise ValueError(f'scale_mode must be one of {_SCALE_MODES}, got {self.scale_mode!r}')
-        if not (_finite(self.scale_factor) and self.scale_factor > 0):
-            raise ValueError(f'scale_factor must be finite and > 0, got {self.scale_factor!r}')
+        if self.scale_factor is not None and not (_finite(self.scale_factor) and self.scale_factor > 0):
+            raise ValueError(f'scale_factor must be finite and > 0 (or None: the checkpoint\'s '
+                             f'published factor, else 1), got {self.scale_factor!r}')
         if not (_finite(self.camera_height) and self.camera_height > 0):
             raise ValueError(f'camera_height must be finite and > 0 (metres), got {self.camera_height!r}')
         if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, (int, np.integer)) \

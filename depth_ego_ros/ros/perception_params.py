@@ -24,9 +24,12 @@ def _is_cuda_n(v) -> bool:
 # both agree). read_only = start-up only; the others can be changed with `ros2 param set`.
 PARAMS = [
     # -- network / estimator ------------------------------------------------------------------
-    Param('checkpoint', '', 'monodepth2-layout checkpoint directory (encoder.pth, depth.pth, '
-          'pose_encoder.pth, pose.pth); empty = random weights (meaningless output, a warning)',
-          read_only=True),
+    Param('checkpoint', '', 'checkpoint directory (monodepth2 layout: encoder.pth, depth.pth, '
+          'pose_encoder.pth, pose.pth) or a model-zoo name such as mono_640x192 (`depth-ego weights '
+          'list`; fetched beforehand with `depth-ego weights fetch NAME`); empty = random weights '
+          '(meaningless output, a warning)', read_only=True),
+    Param('auto_fetch', False, 'when checkpoint is a model-zoo name not downloaded yet, download '
+          'it at start-up (otherwise the node stops with the fetch command to run)', read_only=True),
     Param('model', 'resnet18', 'depth network: resnet18 / resnet50 (monodepth2) or packnet01, '
           'packnet01-w0.5, packnet01-w0.25 (PackNet01; a PackNet-SfM .ckpt file also works as '
           'checkpoint)', choices=MODELS, read_only=True),
@@ -66,8 +69,9 @@ PARAMS = [
           'camera_height = ground plane lies scale.camera_height below the camera, speed = from the '
           'speed topic', choices=('none', 'relative', 'fixed', 'camera_height', 'speed'),
           read_only=True),
-    Param('scale.factor', 1.0, 'depth multiplier for scale.mode fixed', range=(1e-6, 1e6),
-          read_only=True),
+    Param('scale.factor', 0.0, 'depth multiplier for scale.mode fixed; 0 = the factor the '
+          'checkpoint records (5.4 for monodepth2 stereo / mono+stereo zoo models), else 1',
+          range=(0.0, 1e6), read_only=True),
     Param('scale.camera_height', 1.0, 'camera height above the ground in metres (scale.mode '
           'camera_height)', range=(0.01, 100.0), read_only=True),
     Param('scale.speed_topic', 'speed', 'topic giving the platform speed (scale.mode speed)',
@@ -203,7 +207,7 @@ def estimator_config(p: dict):
         model=p['model'], pose_model=p['pose_model'],
         learned_intrinsics=p['learned_intrinsics'], width=p['width'], height=p['height'], device=p['device'],
         precision=p['precision'], backend=p['backend'], min_depth=p['min_depth'],
-        max_depth=p['max_depth'], scale_mode=p['scale.mode'], scale_factor=p['scale.factor'],
+        max_depth=p['max_depth'], scale_mode=p['scale.mode'], scale_factor=p['scale.factor'] or None,
         camera_height=p['scale.camera_height'], num_threads=p['num_threads'], **extra)
 
 

@@ -45,7 +45,10 @@ class PerceptionWorker:
         # -- estimator (heavy imports here so that `--help`-like paths stay light) --------------
         from depth_ego_ros.core.estimator import Estimator
         from depth_ego_ros.ros.odometry import PoseChain
-        self.estimator = Estimator(estimator_config(p), p['checkpoint'] or None)
+        from depth_ego_ros.zoo import resolve_checkpoint
+        checkpoint = resolve_checkpoint(p['checkpoint'], auto_fetch=p['auto_fetch'],  # path or zoo name
+                                        progress=False, log=self.log.info)
+        self.estimator = Estimator(estimator_config(p), checkpoint)
         self.device = str(getattr(self.estimator, 'device', p['device']))
         # an exported model's manifest may override pose_model / learned_intrinsics
         self.pose_model = self.estimator.config.pose_model

@@ -54,8 +54,13 @@ class TrainConfig:
       intrinsics_lr_factor: the intrinsics head's biases (which carry the camera's K) learn at
         lr x this (at the networks' lr K barely moves in a run).
       init: checkpoint to start from (None = random weights): a directory in any layout the
-        Estimator loads (monodepth2, or the project's PackNet/PoseExpNet files), or a
-        PackNet-SfM .ckpt file for the packnet models.
+        Estimator loads (monodepth2, or the project's PackNet/PoseExpNet files), a
+        PackNet-SfM .ckpt file for the packnet models, or a model-zoo name (e.g. mono_640x192,
+        fetched beforehand with `depth-ego weights fetch NAME`; :meth:`init_path`).
+      weights_init: from scratch only: 'imagenet' = the ResNet encoders (depth, and the pose
+        encoder with its first convolution adapted to the stacked frames) start from
+        torchvision's ImageNet weights out of the model zoo (`depth-ego weights fetch
+        resnet18_imagenet`); 'none' = random (training/weights_init.py).
       init_depth: from scratch only: metres the depth decoder outputs at the start (the
         disparity convolutions' bias is set so). 'auto' = 10 m when the bags have odometry
         (metric training: monodepth2's default start, sigmoid 0.5 = 0.2 m with min/max depth
@@ -136,6 +141,7 @@ class TrainConfig:
     width: int = 640
     height: int = 192
     init: str | None = None
+    weights_init: str = 'none'
     init_depth: float | str = 'auto'
     pose_init: str = 'auto'
     translation_scale: float | str = 'auto'
@@ -175,6 +181,12 @@ class TrainConfig:
     keep_checkpoints: int = 0
     tensorboard: bool = True
     progress: bool = True
+
+    def init_path(self) -> Path | None:
+        """``init`` as a path: a model-zoo name gives its cached directory (ZooError, a
+        ValueError, naming the `depth-ego weights fetch` command when it is not downloaded)."""
+        from ..zoo import resolve_checkpoint
+        return resolve_checkpoint(self.init)
 
     def validate(self) -> 'TrainConfig':
         """Check every field; raise TrainConfigError listing all problems. Returns self."""

@@ -84,9 +84,17 @@ def field_problems(cfg) -> list[str]:
         if cfg.pose_init == 'forward':
             errs.append(f"pose_init 'forward' needs metric depth: not with depth_normalization="
                         f"{cfg.depth_normalization!r} (use 'auto' or 'zero')")
+    from .weights_init import weights_init_problems
+    errs.extend(weights_init_problems(cfg))
     if cfg.init is not None:
-        d = Path(cfg.init)
-        if d.is_file():
+        try:
+            d = cfg.init_path()
+        except ValueError as exc:      # ZooError: a zoo name not fetched / unknown
+            errs.append(f'init: {exc}')
+            d = None
+        if d is None:
+            pass
+        elif d.is_file():
             if not str(cfg.model).startswith('packnet01'):
                 errs.append(f'init: {cfg.init} is a file: only a PackNet-SfM .ckpt file can '
                             "be, with model 'packnet01...'; other models need a checkpoint "

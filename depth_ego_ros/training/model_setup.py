@@ -36,7 +36,7 @@ class ModelSetup:
 def setup_model(cfg, ctx, data, extras, resume=None) -> ModelSetup:
     """The run's networks; ``data``: its TrainData, ``extras``: its Extras, ``resume``: the
     ResumeSource of a resumed run (None: a fresh one, from ``cfg.init`` or scratch)."""
-    source = resume.directory if resume is not None else cfg.init
+    source = resume.directory if resume is not None else cfg.init_path()
     normalized = cfg.depth_normalization != 'none'
     try:
         model, info = build_model(
@@ -47,6 +47,9 @@ def setup_model(cfg, ctx, data, extras, resume=None) -> ModelSetup:
     except ckpt.CheckpointError as exc:
         raise TrainingError(f'cannot start from checkpoint {source}: {exc}') from exc
     notes = []
+    if source is None and cfg.weights_init != 'none':
+        from .weights_init import apply_weights_init
+        notes.append(apply_weights_init(model, cfg.weights_init))
     if source is not None and not info['pose_from_checkpoint']:
         notes.append(f'{cfg.pose_model} pose network from random weights '
                      '(none of that kind in the checkpoint)')
