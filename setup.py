@@ -40,6 +40,7 @@ setup(
             'depth_ego_node = depth_ego_ros.ros.perception_node:main',
             'recorder_node = depth_ego_ros.ros.recorder_node:main',
             'depth_ego_view = depth_ego_ros.ros.live_view:main',
+            'depth_ego_lifecycle_node = depth_ego_ros.ros.perception_lifecycle:main',
             'depth-ego = depth_ego_ros.cli.main:main',
         ],
     },
