@@ -78,7 +78,7 @@ def _subscribers(live, topic):
     return live['probe'].node.count_subscribers(topic)
 
 
-def test_client_receives_every_channel_with_the_published_content(live):
+def test_client_receives_every_channel_with_the_published_content(live, tmp_path):
     probe = live['probe']
     # nobody connected: the view subscribes to nothing (only the test listens to depth)
     assert _subscribers(live, '/depth') == 1 and _subscribers(live, '/points') == 0
@@ -154,6 +154,16 @@ def test_client_receives_every_channel_with_the_published_content(live):
         if compat.TFMessage is not None:
             tf = deserialize_message(got['/tf'][-1].data, compat.TFMessage)
             assert tf.transforms[0].header.frame_id == 'odom'
+
+        # the screenshot path: the received channels decoded without ROS and drawn
+        from depth_ego_ros.live.render import decode, render
+        topics = {'camera': '/image', 'colored': '/depth/colored', 'points': '/points',
+                  'odom': '/odom', 'path': '/path'}
+        msgs = decode({t: [m.data for m in got[t]] for t in topics.values()},
+                      {t: chans[t]['schemaName'] for t in topics.values()})
+        drawn = render(msgs, topics, tmp_path / 'live.png')
+        assert (tmp_path / 'live.png').stat().st_size > 10_000
+        assert drawn['clouds'] >= 1 and drawn['points'] > 0 and drawn['path_poses'] >= 2
 
         client.unsubscribe(['/points', '/depth/colored'])
         assert wait_until(lambda: _subscribers(live, '/points') == 0, TIMEOUT)
