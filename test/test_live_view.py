@@ -172,3 +172,25 @@ def test_client_receives_every_channel_with_the_published_content(live, tmp_path
                       and _subscribers(live, '/image') == 1, TIMEOUT), live['view'].log_text()
 
 
+
+
+def test_thinning_options_and_bind_warning_rule():
+    from types import SimpleNamespace
+
+    from rclpy.serialization import serialize_message
+
+    from depth_ego_ros.ros.live_view import LiveView, _is_loopback
+    img = cv.rgb8_to_image(generated_frame(W, H))
+    img.header = Header(stamp=cv.sec_to_stamp(3.0), frame_id='cam')
+    me = SimpleNamespace(args=SimpleNamespace(image_stride=2, cloud_stride=3))
+    thin = deserialize_message(LiveView._thin_image(me, serialize_message(img)), Image)
+    assert (thin.width, thin.height, thin.encoding, thin.header) == (W // 2, H // 2, 'rgb8', img.header)
+    assert np.array_equal(cv.image_to_numpy(thin), cv.image_to_numpy(img)[::2, ::2])
+    xyz = np.random.default_rng(0).uniform(1, 5, (100, 3)).astype(np.float32)
+    rgb = np.random.default_rng(1).integers(0, 255, (100, 3)).astype(np.uint8)
+    cloud = cv.xyzrgb_to_cloud(xyz, rgb, img.header)
+    thin_cloud = deserialize_message(LiveView._thin_cloud(me, serialize_message(cloud)), PointCloud2)
+    pts, cols = cv.cloud_to_xyzrgb(thin_cloud)
+    assert thin_cloud.width == 34 and np.allclose(pts, xyz[::3]) and np.array_equal(cols, rgb[::3])
+    assert _is_loopback('127.0.0.1') and _is_loopback('localhost') and _is_loopback('::1')
+    assert not _is_loopback('0.0.0.0') and not _is_loopback('192.168.1.5') and not _is_loopback('')
