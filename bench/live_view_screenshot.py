@@ -3,12 +3,12 @@
 by a Foxglove WebSocket client (as Foxglove / Lichtblick would), decoded and drawn.
 
 1. a checkpoint: --checkpoint DIR, or a short self-supervised training (--train-steps, default
-   300 at 192x64, on a synthetic street drive with another seed than the one shown);
+   150 at 192x64, one torch thread, on a synthetic street drive with another seed than the one shown);
 2. the --demo sources (synthetic street, perception node, looping player) and the view process;
 3. a FoxgloveClient subscribes to every channel for --seconds, then render() draws camera,
    coloured depth, the last point clouds in the odom frame and the path.
 
-    python bench/live_view_screenshot.py                          # ~6 min on 2 CPU cores
+    python bench/live_view_screenshot.py                          # ~6 min on 2 loaded CPU cores
     python bench/live_view_screenshot.py --checkpoint demo_out/... --out /tmp/live.png
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def train(opts, work: Path, log) -> str:
     w, h = (int(v) for v in opts.net.split('x'))
     tc = TrainConfig(bags=[str(bag)], out=str(work / 'train_out'), width=w, height=h,
                      batch_size=4, lr=3e-4, epochs=10_000, lr_step=10_000, max_steps=opts.train_steps,
-                     anneal_fraction=0.3, lr_gamma=0.1, val_fraction=0.0, device='cpu',
+                     anneal_fraction=0.3, lr_gamma=0.1, val_fraction=0.0, device='cpu', num_threads=1,
                      save_every=10_000, keep_checkpoints=1, image_every=0, seed=0, progress=False,
                      odom_topic='/odom', image_topic='/camera/image_raw',
                      camera_info_topic='/camera/camera_info')
@@ -55,7 +55,7 @@ def train(opts, work: Path, log) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], parents=[demo_parser()])
-    p.add_argument('--train-steps', type=int, default=300, help='0 = random weights')
+    p.add_argument('--train-steps', type=int, default=150, help='0 = random weights')
     p.add_argument('--seconds', type=float, default=25.0, help='seconds of channels recorded')
     p.add_argument('--out', default=str(REPO / 'docs' / 'live_view.png'))
     p.add_argument('--work', default='/tmp/depth_ego_live_view_screenshot')

@@ -57,6 +57,14 @@ def _stamp(msg) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
+def since_restart(msgs: list) -> list:
+    """The messages (in arrival order) after the last jump back of their stamps: a replayed bag
+    that looped, or a restarted trajectory, repeats stamps."""
+    stamps = [_stamp(m) for m in msgs]
+    start = max((i for i in range(1, len(stamps)) if stamps[i] < stamps[i - 1]), default=0)
+    return msgs[start:]
+
+
 def decode(recorded: dict, types: dict) -> dict:
     """{topic: [CDR bytes]} + {topic: type name} -> {topic: [rosbags message]}."""
     cat = TypeCatalog()
@@ -70,9 +78,9 @@ def render(msgs: dict, topics: dict, out: Path, title: str = '', clouds: int = 1
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    colored = {_stamp(m): m for m in msgs.get(topics['colored'], [])}
-    camera = {_stamp(m): m for m in msgs.get(topics['camera'], [])}
-    odom = {_stamp(m): m for m in msgs.get(topics['odom'], [])}
+    colored = {_stamp(m): m for m in since_restart(msgs.get(topics['colored'], []))}
+    camera = {_stamp(m): m for m in since_restart(msgs.get(topics['camera'], []))}
+    odom = {_stamp(m): m for m in since_restart(msgs.get(topics['odom'], []))}
     both = sorted(set(colored) & set(camera)) or sorted(colored)
     if not both:
         raise ValueError('no coloured depth received')
@@ -96,8 +104,14 @@ def render(msgs: dict, topics: dict, out: Path, title: str = '', clouds: int = 1
         a.axis('off')
 
     drawn = {'stamp': stamp, 'clouds': 0, 'points': 0, 'path_poses': 0}
-    clouds_by_stamp = [(s, c) for c in msgs.get(topics['points'], []) if (s := _stamp(c)) in odom]
-    for s, c in clouds_by_stamp[-clouds:]:
+    paths = msgs.get(topics['path'], [])
+    # clouds along the current trajectory (since the path last started), evenly spaced
+    start = _stamp(paths[-1].poses[0]) if paths and paths[-1].poses else 0
+    along = [(s, c) for c in since_restart(msgs.get(topics['points'], []))
+             if (s := _stamp(c)) in odom and s >= start]
+    pick = np.unique(np.linspace(0, len(along) - 1, min(clouds, len(along))).round().astype(int)) \
+        if along else []
+    for s, c in (along[i] for i in pick):
         o = odom[s]
         T = pose_matrix(o.pose.pose.position, o.pose.pose.orientation)
         T = T @ static.get((o.child_frame_id, c.header.frame_id), np.eye(4))
@@ -108,7 +122,6 @@ def render(msgs: dict, topics: dict, out: Path, title: str = '', clouds: int = 1
         ax_top.scatter(w[:, 0], w[:, 1], c=rgb / 255.0, s=2, linewidths=0)
         drawn['clouds'] += 1
         drawn['points'] += len(w)
-    paths = msgs.get(topics['path'], [])
     if paths:
         p = paths[-1]
         xy = np.array([[q.pose.position.x, q.pose.position.y] for q in p.poses])
@@ -119,8 +132,8 @@ def render(msgs: dict, topics: dict, out: Path, title: str = '', clouds: int = 1
     ax_top.set_aspect('equal', adjustable='datalim')
     ax_top.set_xlabel('x (m, odom)')
     ax_top.set_ylabel('y (m, odom)')
-    ax_top.set_title(f'{topics["points"]} (last {drawn["clouds"]} clouds) and the trajectory, '
-                     'top view of the odom frame')
+    ax_top.set_title(f'{topics["points"]} ({drawn["clouds"]} clouds along the drive, placed by '
+                     'the odometry) and the path, top view of the odom frame')
     ax_top.grid(alpha=0.3)
     if paths:
         ax_top.legend(loc='upper right')
