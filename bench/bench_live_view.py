@@ -34,7 +34,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'bench'))
-from bench_node import OUTPUTS, latencies, phase, wxh  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+
+from bench_node import OUTPUTS, latencies, run_json, wxh  # noqa: E402
 
 from depth_ego_ros.live.client import FoxgloveClient  # noqa: E402
 from depth_ego_ros.ros.testing import NodeProcess, isolated_ros_env, python_path_env  # noqa: E402
@@ -50,6 +53,27 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--qos', default='reliable')
     return p.parse_args(argv)
+
+
+def phase(env, args, count, rate, listen_seconds, topics, subscribers=1):
+    """bench_node.phase, with the publisher waiting for ``subscribers`` readers of the camera
+    (the node, and the view when a client watches the camera): otherwise it could start when
+    only the view matched and the node would miss the first frames."""
+    cw, ch = wxh(args.camera)
+    listener = subprocess.Popen(
+        [sys.executable, '-m', 'depth_ego_ros.ros.testing', 'listen', '--duration',
+         str(listen_seconds), '--wait-match', '30', '--topics', *topics],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = listener.stdout.readline()
+    if 'listening' not in first:
+        listener.kill()
+        raise RuntimeError('listener did not start: ' + first + listener.stderr.read())
+    pub = run_json([sys.executable, '-m', 'depth_ego_ros.ros.testing', 'publish', '--count',
+                    str(count), '--rate', str(rate), '--width', str(cw), '--height', str(ch),
+                    '--qos', args.qos, '--depth', '1', '--linger', '0.5',
+                    '--subscribers', str(subscribers)], env, timeout=listen_seconds + 120)
+    out, _ = listener.communicate(timeout=listen_seconds + 60)
+    return pub, json.loads(out.strip().splitlines()[-1])
 
 
 class WatchingClient:
@@ -93,6 +117,9 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()[0]
     results = {'off': [], 'idle': [], 'watching': []}
     messages = []
+    dropped = {'off': 0, 'idle': 0, 'watching': 0}
+    received = {'off': 0, 'idle': 0, 'watching': 0}
+    last_drop, last_recv = [0], [0]
     try:
         if not node.wait_for_log('ready:', 180):
             raise RuntimeError('node did not start:\n' + node.log_text())
@@ -110,8 +137,15 @@ def main(argv=None) -> int:
                         if setup == 'watching':
                             client = WatchingClient(int(re.search(r':(\d+) ', line).group(1)))
                     pub, lis = phase(env, args, args.frames, args.rate,
-                                     args.frames / args.rate + 4, OUTPUTS)
+                                     args.frames / args.rate + 4, OUTPUTS,
+                                     subscribers=2 if setup == 'watching' else 1)
                     to_depth, to_all = latencies(pub, lis)
+                    d = int(lis['diagnostics'].get('frames_dropped', 0))   # cumulative
+                    dropped[setup] += d - last_drop[0]
+                    last_drop[0] = d
+                    n = int(lis['diagnostics'].get('frames_received', 0))
+                    received[setup] += n - last_recv[0]
+                    last_recv[0] = n
                     results[setup].append((np.median(to_depth), np.median(to_all),
                                            len(to_depth), pub['sent']))
                     if client is not None:
@@ -122,7 +156,8 @@ def main(argv=None) -> int:
                     if view is not None:
                         view.stop()
             print(f'round {r + 1}/{args.repeats}: ' + ', '.join(
-                f'{s} {v[-1][0]:.1f} ms' for s, v in results.items()), file=sys.stderr, flush=True)
+                f'{s} {v[-1][0]:.1f} ms ({v[-1][2]}/{v[-1][3]} frames)' for s, v in results.items()),
+                file=sys.stderr, flush=True)
     finally:
         node.stop()
 
@@ -136,8 +171,8 @@ def main(argv=None) -> int:
     base = np.median([v[0] for v in results['off']])
     base_all = np.median([v[1] for v in results['off']])
     print('| set-up | stamp -> depth ms, median of rounds (min-max) | stamp -> last output ms '
-          '(min-max) | ratio to off (depth / last) | frames with depth |')
-    print('|---|---|---|---|---|')
+          '(min-max) | ratio to off (depth / last) | frames with depth | received by the node | dropped by the node |')
+    print('|---|---|---|---|---|---|---|')
     for setup, rows in results.items():
         d = [v[0] for v in rows]
         a = [v[1] for v in rows]
@@ -145,7 +180,7 @@ def main(argv=None) -> int:
         sent = sum(v[3] for v in rows)
         print(f'| {setup} | {np.median(d):.1f} ({min(d):.1f}-{max(d):.1f}) | {np.median(a):.1f} '
               f'({min(a):.1f}-{max(a):.1f}) | {np.median(d) / base:.2f} / {np.median(a) / base_all:.2f} '
-              f'| {got}/{sent} |')
+              f'| {got}/{sent} | {received[setup]} | {dropped[setup]} |')
     if messages:
         print(f'\nthe client received {int(np.median([m[0] for m in messages]))} messages per round '
               f'on {messages[0][1]} channels')
