@@ -178,7 +178,8 @@ class LiveView(Node):
             self._reconcile()
         self.get_logger().info(
             f'live view on ws://{args.host}:{self.port} (Foxglove / Lichtblick: open a '
-            f'"Foxglove WebSocket" connection, then import config/foxglove_layout.json); '
+            f'"Foxglove WebSocket" connection, then import '
+            f'{args.write_layout or "config/foxglove_layout.json"}); '
             f'channels: {", ".join(s["topic"] for s in self.streams.values())}')
 
     def _add_stream(self, key, topic, type_name, limited, catalog, Channel, Schema):
