@@ -14,7 +14,8 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
-        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.xml')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.xml')
+         + glob('config/*.json')),
         ('share/' + PACKAGE + '/rviz', glob('rviz/*.rviz')),
     ],
     # ROS packages (rclpy, message packages) come from the distro or from the PyPI ROS wheels
@@ -27,7 +28,8 @@ setup(
             'ros-rclpy[fastrtps]', 'ros-sensor-msgs', 'ros-geometry-msgs', 'ros-nav-msgs',
             'ros-std-msgs', 'ros-std-srvs', 'ros-diagnostic-msgs', 'ros-builtin-interfaces',
         ],
-        'test': ['pytest', 'pytest-timeout', 'mcap', 'mcap-ros2-support', 'matplotlib', 'tqdm'],
+        'view': ['foxglove-sdk'],
+        'test': ['websockets', 'pytest', 'pytest-timeout', 'mcap', 'mcap-ros2-support', 'matplotlib', 'tqdm'],
     },
     zip_safe=True,
     maintainer='depth_ego_ros maintainers',
@@ -38,6 +40,8 @@ setup(
         'console_scripts': [
             'depth_ego_node = depth_ego_ros.ros.perception_node:main',
             'recorder_node = depth_ego_ros.ros.recorder_node:main',
+            'depth_ego_view = depth_ego_ros.ros.live_view:main',
+            'depth_ego_lifecycle_node = depth_ego_ros.ros.perception_lifecycle:main',
             'depth-ego = depth_ego_ros.cli.main:main',
         ],
     },

@@ -46,6 +46,8 @@ ARGUMENTS = [
     ('device', '', 'auto | cpu | cuda | cuda:N (empty = the params file value)'),
     ('params_file', '', 'ROS parameters YAML (empty = share/depth_ego_ros/config/depth_ego.yaml)'),
     ('use_sim_time', 'false', 'use /clock (bag playback)'),
+    ('lifecycle', 'false', 'run depth_ego_lifecycle_node (a managed node: configure + activate '
+                           'it with `ros2 lifecycle set` or a lifecycle manager)'),
     ('rviz', 'false', 'start RViz with rviz/depth_ego.rviz'),
     ('record', 'false', 'also record the camera with launch/record.launch.py (the recorder)'),
     ('fastdds_profile', '', "'shm' = Fast DDS shared-memory profile for big images "
@@ -81,7 +83,9 @@ def _setup(context):
 
     group = [PushRosNamespace(arg['camera_namespace'])] if arg['camera_namespace'] else []
     group.append(Node(
-        package=PACKAGE, executable='depth_ego_node', name='depth_ego_node', output='screen',
+        package=PACKAGE, name='depth_ego_node', output='screen',
+        executable=('depth_ego_lifecycle_node' if arg['lifecycle'].lower() in ('true', '1', 'yes')
+                    else 'depth_ego_node'),
         emulate_tty=True,
         parameters=[params_file, overrides],
         remappings=remappings))

@@ -52,11 +52,13 @@ def test_colcon_build_installs_entry_points_and_share_files(tmp_path):
     share = prefix / 'share' / PKG
     assert (share / 'package.xml').is_file()
     assert (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' / PKG).is_file()
-    for sub, pattern in [('launch', '*.launch.py'), ('config', '*.yaml'), ('rviz', '*.rviz')]:
+    for sub, pattern in [('launch', '*.launch.py'), ('config', '*.yaml'), ('config', '*.json'),
+                         ('rviz', '*.rviz')]:
         expected = sorted(p.name for p in (REPO / sub).glob(pattern))
         assert expected, f'no {pattern} in {sub}/'
         assert sorted(p.name for p in (share / sub).glob(pattern)) == expected
-    for exe in ['depth_ego_node', 'recorder_node', 'depth-ego']:
+    for exe in ['depth_ego_node', 'recorder_node', 'depth-ego', 'depth_ego_view',
+                'depth_ego_lifecycle_node']:
         assert os.access(prefix / 'lib' / PKG / exe, os.X_OK), f'missing lib/{PKG}/{exe}'
     # The installed entry point runs from the install space (not from the source tree).
     site = next(prefix.glob('lib/python3*/site-packages'))

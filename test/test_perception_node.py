@@ -449,6 +449,7 @@ def test_parameters_change_at_run_time_within_their_ranges(node):
     assert not bad.successful
     (ro,) = _set_params(node, width=256)                         # start-up only
     assert not ro.successful
+    assert 'width' in ro.reason and 'restart the node' in ro.reason, ro.reason
     (choice,) = _set_params(node, log_throttle=-1.0)
     assert not choice.successful
     (back,) = _set_params(node, points__stride=STRIDE)

@@ -19,7 +19,10 @@ SUBCOMMANDS = {
     'train': 'train',
     'demo': 'demo',
     'weights': 'weights',
+    'view': 'view',
 }
+# subcommands whose arguments all go to their own parser (they take `--ros-args ...`)
+PASSTHROUGH = {'view'}
 
 
 def build_parser():
@@ -44,6 +47,10 @@ def _unavailable(exc):
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in PASSTHROUGH:
+        mod = importlib.import_module(f'{__package__}.{SUBCOMMANDS[argv[0]]}')
+        return int(mod.run(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, 'func', None):

@@ -3,7 +3,11 @@ descriptions, ranges and choices, reads them back as a plain dict and validates 
 
 Ranges are declared through ``FloatingPointRange`` / ``IntegerRange`` (rclpy then refuses values
 outside them, at start-up from a params file too); string choices are listed in the descriptor's
-``additional_constraints`` and checked here. Read-only parameters can only be set at start-up.
+``additional_constraints`` and checked here. ``read_only`` parameters are start-up only: with
+``enforce_read_only`` rclpy refuses changes itself; otherwise the node's ``refuse`` hook of
+:func:`on_set_validator` decides (and says why), e.g. a lifecycle node takes them while
+unconfigured and refuses them once its networks are loaded. Either way no change is accepted
+and then ignored.
 """
 from __future__ import annotations
 
@@ -31,9 +35,9 @@ class Param:
     pattern_ok: Callable[[Any], bool] | None = None  # extra check for free-form values
     pattern_help: str = ''
 
-    def descriptor(self) -> ParameterDescriptor:
+    def descriptor(self, enforce_read_only: bool = True) -> ParameterDescriptor:
         d = ParameterDescriptor(name=self.name, description=self.description,
-                                read_only=self.read_only)
+                                read_only=self.read_only and enforce_read_only)
         d.type = (Parameter.Type.STRING_ARRAY.value if self.default == []
                   else Parameter.Type.from_parameter_value(self.default).value)
         notes = []
@@ -43,6 +47,8 @@ class Param:
             notes.append(f'exactly {self.length} values')
         if self.pattern_help:
             notes.append(self.pattern_help)
+        if self.read_only:
+            notes.append('start-up only: run-time changes are refused')
         d.additional_constraints = '; '.join(notes)
         if self.range is not None:
             lo, hi = self.range[:2]
@@ -74,17 +80,19 @@ class Param:
         return None
 
 
-def declare(node, specs: Iterable[Param]) -> dict:
+def declare(node, specs: Iterable[Param], enforce_read_only: bool = True) -> dict:
     """Declare every parameter on ``node`` and return {name: value}. Raises ValueError listing all
-    values (from overrides / a params file) that fail their checks."""
+    values (from overrides / a params file) that fail their checks. ``enforce_read_only=False``:
+    start-up-only parameters are declared writable (the set callback refuses them instead)."""
     values, errors = {}, []
     for spec in specs:
         if spec.default == []:      # an empty list has no ROS type: string array, unset = []
             value = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY,
-                                           spec.descriptor()).value
+                                           spec.descriptor(enforce_read_only)).value
             value = [] if value is None else value
         else:
-            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+            value = node.declare_parameter(spec.name, spec.default,
+                                           spec.descriptor(enforce_read_only)).value
         if isinstance(spec.default, float) and isinstance(value, int):
             value = float(value)
         if isinstance(spec.default, list) and value is not None:
@@ -98,9 +106,12 @@ def declare(node, specs: Iterable[Param]) -> dict:
     return values
 
 
-def on_set_validator(specs: Sequence[Param], apply: Callable[[dict], None] | None = None):
+def on_set_validator(specs: Sequence[Param], apply: Callable[[dict], None] | None = None,
+                     refuse: Callable[[Param, Any], str | None] | None = None):
     """A callback for ``node.add_on_set_parameters_callback`` that refuses values failing their
-    checks and passes the accepted changes ({name: value}) to ``apply``."""
+    checks, or that ``refuse(spec, value)`` refuses (it returns the reason, else None), and passes
+    the accepted changes ({name: value}) to ``apply``. One refused parameter refuses the whole
+    set (nothing of it is applied)."""
     by_name = {s.name: s for s in specs}
 
     def callback(params):
@@ -109,7 +120,7 @@ def on_set_validator(specs: Sequence[Param], apply: Callable[[dict], None] | Non
             spec = by_name.get(p.name)
             if spec is None:
                 continue
-            problem = spec.check(p.value)
+            problem = spec.check(p.value) or (refuse(spec, p.value) if refuse else None)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
             changes[p.name] = p.value

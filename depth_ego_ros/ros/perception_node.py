@@ -55,19 +55,17 @@ from depth_ego_ros.ros.params import declare, on_set_validator
 from depth_ego_ros.ros.perception_camera import CameraState
 from depth_ego_ros.ros.perception_diagnostics import PerceptionDiagnostics
 from depth_ego_ros.ros.perception_outputs import PerceptionOutputs
-from depth_ego_ros.ros.perception_params import DEFAULT_CAMERA_FRAME, PARAMS  # noqa: F401
+from depth_ego_ros.ros.perception_params import (DEFAULT_CAMERA_FRAME, PARAMS,  # noqa: F401
+                                                 runtime_refusal)
 from depth_ego_ros.ros.perception_worker import PerceptionWorker
 from depth_ego_ros.ros.tf_broadcast import TfBroadcaster
 
 NODE_NAME = 'depth_ego_node'
 
 
-def create_camera_topics(node, work: PerceptionWorker, cam: CameraState, transport: str,
-                         in_qos, out_qos, create_publisher=None):
-    """One camera's subscriptions and publishers (names relative to the camera's prefix).
-    ``create_publisher``: node.create_publisher (default) or a lifecycle node's
-    create_lifecycle_publisher."""
-    create_publisher = create_publisher or node.create_publisher
+def create_camera_subscriptions(node, work: PerceptionWorker, cam: CameraState, transport: str,
+                                in_qos):
+    """One camera's subscriptions (names relative to the camera's prefix)."""
     pre = cam.prefix
     # camera_info first: when both are ready the executor serves it before the image
     cam.sub_info = node.create_subscription(
@@ -78,6 +76,14 @@ def create_camera_topics(node, work: PerceptionWorker, cam: CameraState, transpo
     else:
         cam.sub_image = node.create_subscription(
             Image, pre + 'image', lambda m, c=cam: work.on_image(c, m), in_qos)
+
+
+def create_camera_publishers(node, work: PerceptionWorker, cam: CameraState, out_qos,
+                             create_publisher=None):
+    """One camera's publishers. ``create_publisher``: node.create_publisher (default) or a
+    lifecycle node's create_lifecycle_publisher."""
+    create_publisher = create_publisher or node.create_publisher
+    pre = cam.prefix
     cam.pub_depth = create_publisher(Image, pre + 'depth', out_qos)
     cam.pub_depth_info = create_publisher(CameraInfo, pre + 'depth/camera_info', out_qos)
     cam.pub_colored = create_publisher(Image, pre + 'depth/colored', out_qos)
@@ -87,13 +93,32 @@ def create_camera_topics(node, work: PerceptionWorker, cam: CameraState, transpo
                    if work.pose_model == 'posexp' else None)
 
 
+def create_camera_topics(node, work: PerceptionWorker, cam: CameraState, transport: str,
+                         in_qos, out_qos, create_publisher=None):
+    """One camera's subscriptions and publishers (names relative to the camera's prefix)."""
+    create_camera_subscriptions(node, work, cam, transport, in_qos)
+    create_camera_publishers(node, work, cam, out_qos, create_publisher)
+
+
+def create_speed_subscription(node, work: PerceptionWorker, p: dict, in_qos):
+    """scale.mode speed: the platform speed topic (else None)."""
+    if p['scale.mode'] != 'speed':
+        return None
+    msg_type = Odometry if p['scale.speed_type'] == 'odometry' else TwistStamped
+    sub = node.create_subscription(msg_type, p['scale.speed_topic'], work.on_speed, in_qos)
+    work.speed_topic = sub.topic_name
+    return sub
+
+
 class PerceptionNode(Node):
     """See the module docstring. ``close()`` stops the worker (call before destroy_node)."""
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        self.p = declare(self, PARAMS)
-        self.add_on_set_parameters_callback(on_set_validator(PARAMS, self._apply_params))
+        # start-up-only parameters are refused by the callback, with the reason and what to do
+        self.p = declare(self, PARAMS, enforce_read_only=False)
+        self.add_on_set_parameters_callback(on_set_validator(PARAMS, self._apply_params,
+                                                             self._refuse))
         # the networks load here (ValueError / OSError: the node does not start)
         self.work = work = PerceptionWorker(lambda: self.p, self.get_logger(), self.get_clock())
         p = self.p
@@ -103,11 +128,7 @@ class PerceptionNode(Node):
         out_qos = qos.profile(p['qos.output'], p['qos.output_depth'])
         for cam in work.cams:
             create_camera_topics(self, work, cam, p['image_transport'], in_qos, out_qos)
-        if p['scale.mode'] == 'speed':
-            msg_type = Odometry if p['scale.speed_type'] == 'odometry' else TwistStamped
-            self.sub_speed = self.create_subscription(msg_type, p['scale.speed_topic'],
-                                                      work.on_speed, in_qos)
-            work.speed_topic = self.sub_speed.topic_name
+        self.sub_speed = create_speed_subscription(self, work, p, in_qos)
         work.outputs = PerceptionOutputs(lambda: self.p, TfBroadcaster(self), work.multi,
                                          work.T_base_cam, work.estimator.point_cloud)
         self.diag = PerceptionDiagnostics(work, lambda: self.p, self.get_name())
@@ -131,6 +152,10 @@ class PerceptionNode(Node):
             f'{work.precision}: {work.backend_reason}), input {inputs} '
             f'[{p["qos.input"]}], checkpoint {p["checkpoint"] or "NONE (random weights)"}'
             + (f', {len(work.cams)} cameras batched (window {p["batch_window"]} s)' if work.multi else ''))
+
+    def _refuse(self, spec, value):
+        work = getattr(self, 'work', None)
+        return runtime_refusal(spec, value, refiner_on=work is None or work.refiner is not None)
 
     def _apply_params(self, changes: dict):
         p = dict(self.p)

@@ -177,6 +177,66 @@ REFINER_PARAMS = {'window': 'window', 'steps': 'steps', 'batch': 'batch',
                   'reset_after_rejects': 'reset_after_rejects', 'frame_stride': 'frame_stride'}
 
 
+# How each run-time parameter takes effect (docs/perception_node.md lists this; a test checks
+# that every parameter is either here or start-up only).
+RUNTIME_EFFECT = {
+    'camera_info.fallback_k': 'the next frame without a valid camera_info uses it',
+    'camera_info.sync_timeout': 'the next frame\'s camera_info pairing',
+    'publish.depth': 'the next frame (an output switched off is not computed)',
+    'publish.colored': 'the next frame', 'publish.points': 'the next frame',
+    'publish.odom': 'the next frame', 'publish.tf': 'the next frame (odom -> base on /tf)',
+    'publish.explainability': 'the next frame (posexp only)',
+    'points.stride': 'the next point cloud', 'points.min_range': 'the next point cloud',
+    'points.max_range': 'the next point cloud', 'colored.percentile': 'the next coloured depth',
+    'odom.translation_noise': 'the next odometry covariance',
+    'odom.rotation_noise': 'the next odometry covariance',
+    'log_throttle': 'the next log line about bad input',
+    'batch_window': 'the next multi-camera batch',
+    'online_refinement.steps': 'the next refinement round (refused while refinement is off)',
+    'online_refinement.batch': 'the next refinement round',
+    'online_refinement.learning_rate': 'the next refinement round',
+    'online_refinement.interval': 'the next refinement round',
+    'online_refinement.max_share': 'the next refinement round',
+    'online_refinement.networks': 'the next refinement round',
+    'online_refinement.reset_after_rejects': 'the next rejected round',
+}
+
+# Why each start-up-only parameter cannot change while the node runs (the refusal's reason).
+_WHY_START_UP = (
+    (('checkpoint', 'model', 'pose_model', 'learned_intrinsics', 'width', 'height', 'device',
+      'precision', 'backend', 'exported_model', 'num_threads', 'min_depth', 'max_depth',
+      'scale.'), 'it shapes the loaded networks / estimator'),
+    (('image_transport', 'qos.', 'scale.speed_topic', 'scale.speed_type', 'cameras',
+      'diagnostics.period'), 'it fixes the subscriptions, publishers or timers'),
+    (('frames.', 'static_transform.'), 'the trajectory\'s frames stay fixed for a run'),
+    (('online_refinement.',), 'it sizes the online refiner when it starts'),
+)
+
+
+def runtime_refusal(spec, value, *, lifecycle: bool = False, configured: bool = True,
+                    refiner_on: bool = True) -> str | None:
+    """Why a run-time change of ``spec`` is refused, or None when it applies. Start-up-only
+    parameters (``read_only``) are refused while the networks are loaded (always for the plain
+    node; for the lifecycle node outside the unconfigured state, where ``configure`` reads
+    them); online_refinement.* values are refused while refinement is off (they would never be
+    used)."""
+    name = spec.name
+    if spec.read_only and configured:
+        why = next((w for prefixes, w in _WHY_START_UP
+                    if any(name == x or (x.endswith('.') and name.startswith(x)) for x in prefixes)),
+                   'it is read at start-up only')
+        how = ('deactivate and clean up the node, set it, then configure and activate again'
+               if lifecycle else
+               f'restart the node with -p {name}:=... (or run depth_ego_lifecycle_node: '
+               'cleanup, set it, configure)')
+        return f'{name} cannot change at run time ({why}): {how}'
+    if name.startswith('online_refinement.') and configured and not refiner_on \
+            and name != 'online_refinement.enabled':
+        return (f'{name} is not used: online refinement is off (online_refinement.enabled is '
+                'start-up only)')
+    return None
+
+
 def check_params(p: dict) -> list:
     """Start-up checks that span several parameters; -> the camera names (empty = one camera).
     Raises ValueError saying what to change."""
@@ -250,4 +310,5 @@ def base_to_camera(p: dict) -> np.ndarray:
 
 
 __all__ = ['DEFAULT_CAMERA_FRAME', 'PARAMS', 'REFINER_PARAMS', 'base_to_camera', 'check_params',
-           'estimator_config', 'fallback_k', 'refiner_changes', 'refiner_config', 'rpy_to_matrix']
+           'estimator_config', 'fallback_k', 'refiner_changes', 'refiner_config', 'rpy_to_matrix',
+           'RUNTIME_EFFECT', 'runtime_refusal']

@@ -251,7 +251,8 @@ def _publish_main(args) -> int:
     topics = args.topic if isinstance(args.topic, list) else [args.topic]
     pubs = [node.create_publisher(CompressedImage if compressed else Image, t,
                                   qos_mod.profile(args.qos, max(1, args.depth))) for t in topics]
-    if not wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs), args.wait_match):
+    if not wait_until(lambda: all(p.get_subscription_count() >= args.subscribers for p in pubs),
+                      args.wait_match):
         print(json.dumps({'error': f'no subscriber on {topics}'}), flush=True)
         return 2
     time.sleep(args.settle)
@@ -347,6 +348,8 @@ def main(argv=None) -> int:
     p.add_argument('--qos', default='reliable')
     p.add_argument('--depth', type=int, default=10)
     p.add_argument('--wait-match', type=float, default=30.0)
+    p.add_argument('--subscribers', type=int, default=1,
+                   help='wait until every image topic has this many subscribers')
     p.add_argument('--settle', type=float, default=0.5, help='seconds between matching and publishing')
     p.add_argument('--linger', type=float, default=1.0)
     p.set_defaults(func=_publish_main)

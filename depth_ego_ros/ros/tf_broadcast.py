@@ -46,3 +46,12 @@ class TfBroadcaster:
                 self._static_pub = self._node.create_publisher(
                     compat.TFMessage, '/tf_static', qos.tf_static_profile())
             self._static_pub.publish(compat.TFMessage(transforms=list(transforms)))
+
+    def close(self):
+        """Destroy this broadcaster's publishers (a lifecycle node's cleanup)."""
+        pubs = [self._pub, self._static_pub,
+                getattr(self._static, 'pub_tf', None) if self._static is not None else None]
+        for pub in pubs:
+            if pub is not None:
+                self._node.destroy_publisher(pub)
+        self._dynamic = self._pub = self._static = self._static_pub = None
