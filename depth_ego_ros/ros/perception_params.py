@@ -203,8 +203,8 @@ RUNTIME_EFFECT = {
 
 # Why each start-up-only parameter cannot change while the node runs (the refusal's reason).
 _WHY_START_UP = (
-    (('checkpoint', 'model', 'pose_model', 'learned_intrinsics', 'width', 'height', 'device',
-      'precision', 'backend', 'exported_model', 'num_threads', 'min_depth', 'max_depth',
+    (('checkpoint', 'auto_fetch', 'model', 'pose_model', 'learned_intrinsics', 'width', 'height',
+      'device', 'precision', 'backend', 'exported_model', 'num_threads', 'min_depth', 'max_depth',
       'scale.'), 'it shapes the loaded networks / estimator'),
     (('image_transport', 'qos.', 'scale.speed_topic', 'scale.speed_type', 'cameras',
       'diagnostics.period'), 'it fixes the subscriptions, publishers or timers'),
