@@ -96,7 +96,7 @@ def _stages(cfg: DemoConfig, out: Path, log_dir: Path, log, stages: dict, timed)
         training_bag = train_bag
         log('offline: training on the synthetic bag directly')
 
-    train = timed('train', stage_train, cfg, training_bag, out / 'train', log)
+    train = timed('train', stage_train, cfg, training_bag, out / 'train', log, heldout=heldout)
     stages['train'] = train
     after_ckpt = str(Path(train['checkpoint']))
 

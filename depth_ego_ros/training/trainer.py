@@ -50,6 +50,7 @@ from ..core.object_motion import (ObjectMotionNet, ObjectSizePrior, mask_centroi
 from .config import CONFIG_FILE, TrainConfig, TrainConfigError
 from .distributed import DistContext, setup_distributed
 from .model import SfMModel, build_model, init_depth_output, init_pose_forward
+from .schedule import budget_progress, lr_factor, seed_everything
 
 __all__ = ['Trainer', 'TrainingError', 'STATE_FILE', 'LATEST', 'find_checkpoint',
            'checkpoint_dir_name']
@@ -92,13 +93,6 @@ def find_checkpoint(path) -> Path:
                         'no weights_N)')
 
 
-def _seed_everything(seed: int):
-    import random
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
 def _to(batch: dict, device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
@@ -122,7 +116,7 @@ class Trainer:
         self.out = Path(cfg.out)
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        _seed_everything(cfg.seed + self.ctx.rank)
+        seed_everything(cfg.seed + self.ctx.rank)
         self.resume_dir = None
         if resume is not None:
             self.resume_dir = find_checkpoint(resume)
@@ -132,6 +126,7 @@ class Trainer:
         self._build_optimiser()
         self.writer = None
         self.history: list[dict] = []
+        self.step_hook = None   # callable(trainer) after every optimiser step (e.g. a learning curve)
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, text: str):
@@ -857,29 +852,41 @@ class Trainer:
         summary.update(epochs_run=len(self.history), steps=self.step,
                        checkpoint=str(last_ckpt) if last_ckpt else None,
                        stopped=stopped or 'epochs', train_s=time.perf_counter() - t_start,
+                       time_cap_hit=bool(stopped and stopped.startswith('time budget')),
                        history=self.history,
                        val_after=self.history[-1]['val'] if self.history else None)
         return summary
 
     def _maybe_anneal(self, t_start: float):
-        """Drop the learning rate once when the last anneal_fraction of the budget starts."""
+        """Set the learning rate of the next step from the budget's schedule
+        (:mod:`.schedule`): warm-up, then the anneal over the last anneal_fraction of the
+        budget, whose progress is counted in steps when max_steps is set (time_budget is then
+        only a safety cap), else in seconds."""
         cfg = self.config
-        if self.annealed or not cfg.anneal_fraction:
+        if not (cfg.anneal_fraction or cfg.warmup_steps):
             return
-        progress = 0.0
-        if cfg.max_steps:
-            progress = self.step / cfg.max_steps
-        if cfg.time_budget:
+        elapsed = 0.0
+        if cfg.time_budget and not cfg.max_steps:
             elapsed = time.perf_counter() - t_start
             if self.ctx.distributed:     # every rank drops at the same step
                 elapsed = float(self.ctx.all_reduce_mean(torch.tensor([elapsed]))[0])
-            progress = max(progress, elapsed / cfg.time_budget)
-        if progress >= 1.0 - cfg.anneal_fraction:
+        progress = budget_progress(self.step, cfg.max_steps, elapsed, cfg.time_budget)
+        was = self.annealed
+        if cfg.anneal == 'step' and not cfg.warmup_steps:
+            if not was and progress >= 1.0 - cfg.anneal_fraction:   # one-off drop
+                for g in self.optimizer.param_groups:
+                    g['lr'] *= cfg.lr_gamma
+                self.annealed = True
+        else:
+            f = lr_factor(self.step, progress, warmup_steps=cfg.warmup_steps,
+                          anneal_fraction=cfg.anneal_fraction, anneal=cfg.anneal, gamma=cfg.lr_gamma)
+            epoch_f = cfg.lr_gamma ** (self.epoch // cfg.lr_step)     # the epoch schedule's part
             for g in self.optimizer.param_groups:
-                g['lr'] *= cfg.lr_gamma
-            self.annealed = True
-            self.log(f'step {self.step}: learning rate x{cfg.lr_gamma:g} for the last '
-                     f'{cfg.anneal_fraction:.0%} of the budget')
+                g['lr'] = g['initial_lr'] * epoch_f * f
+            self.annealed = bool(cfg.anneal_fraction) and progress >= 1.0 - cfg.anneal_fraction
+        if self.annealed and not was:
+            self.log(f'step {self.step}: learning-rate anneal ({cfg.anneal}, to x{cfg.lr_gamma:g}) '
+                     f'for the last {cfg.anneal_fraction:.0%} of the budget')
 
     def _train_epoch(self, epoch: int, t_start: float):
         cfg = self.config
@@ -910,6 +917,8 @@ class Trainer:
             self.scaler.update()
             self.step += 1
             self._accumulate_K()
+            if self.step_hook is not None:
+                self.step_hook(self)
             st = self._stats(out, trans, batch)
             for k, v in st.items():
                 sums[k] = sums.get(k, 0.0) + v
