@@ -106,8 +106,8 @@ def stage_train(cfg: DemoConfig, bag: Path, out: Path, log, heldout: Path | None
     """Fine-tune on the recorded bag (in this process) for ``cfg.max_steps`` steps, seeded:
     the result does not depend on the machine's speed (``cfg.train_seconds`` is only a safety
     cap; ``time_cap_hit`` says when it stopped the run). With ``cfg.curve_every`` and a held-out
-    bag: the held-out AbsRel every that many steps (``curve``; evaluation time not counted in
-    ``train_s``, and it draws no random numbers from the training's generators)."""
+    bag: the held-out AbsRel every that many steps (``curve``; evaluation time counts neither as
+    training time nor against the cap, and it draws no random numbers from the training's generators)."""
     from ..training.config import TrainConfig
     from ..training.trainer import Trainer
     tc = TrainConfig(bags=[str(bag)], out=str(out), width=cfg.width, height=cfg.height,
@@ -134,7 +134,6 @@ def stage_train(cfg: DemoConfig, bag: Path, out: Path, log, heldout: Path | None
     # the demo never resumes: drop the optimiser state (twice the size of the networks)
     from ..training.trainer import STATE_FILE
     (Path(summary['checkpoint']) / STATE_FILE).unlink(missing_ok=True)
-    summary['train_s'] -= hook_s[0]
     h = summary['history']
     log(f"train: {summary['steps']} of {cfg.max_steps} steps in {summary['train_s']:.0f} s "
         f"({summary['train_s'] / max(summary['steps'], 1):.2f} s/step; "

@@ -127,6 +127,7 @@ class Trainer:
         self.writer = None
         self.history: list[dict] = []
         self.step_hook = None   # callable(trainer) after every optimiser step (e.g. a learning curve)
+        self.step_hook_s = 0.0  # time spent in it (not counted as training time)
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, text: str):
@@ -851,7 +852,9 @@ class Trainer:
             ctx.barrier()
         summary.update(epochs_run=len(self.history), steps=self.step,
                        checkpoint=str(last_ckpt) if last_ckpt else None,
-                       stopped=stopped or 'epochs', train_s=time.perf_counter() - t_start,
+                       stopped=stopped or 'epochs',
+                       train_s=time.perf_counter() - t_start - self.step_hook_s,
+                       step_hook_s=self.step_hook_s,
                        time_cap_hit=bool(stopped and stopped.startswith('time budget')),
                        history=self.history,
                        val_after=self.history[-1]['val'] if self.history else None)
@@ -917,8 +920,10 @@ class Trainer:
             self.scaler.update()
             self.step += 1
             self._accumulate_K()
-            if self.step_hook is not None:
+            if self.step_hook is not None:          # its time is not training time
+                t_hook = time.perf_counter()
                 self.step_hook(self)
+                self.step_hook_s += time.perf_counter() - t_hook
             st = self._stats(out, trans, batch)
             for k, v in st.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -940,7 +945,8 @@ class Trainer:
                     t_log, seen_log = now, 0
             over = (cfg.max_steps and self.step >= cfg.max_steps)
             if cfg.time_budget:
-                over = ctx.any(bool(over) or time.perf_counter() - t_start >= cfg.time_budget)
+                over = ctx.any(bool(over) or time.perf_counter() - t_start - self.step_hook_s
+                               >= cfg.time_budget)
             if over:
                 stopped = (f'max_steps {cfg.max_steps} reached' if cfg.max_steps and self.step >= cfg.max_steps
                            else f'time budget {cfg.time_budget:g} s used')
