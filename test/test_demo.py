@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from depth_ego_ros.demo import DemoConfig, run_demo, table
+from depth_ego_ros.demo.report import heading_note, improvement, learned, verdict
 
 
 @pytest.mark.timeout(420)
@@ -93,6 +94,20 @@ def test_demo_config_validation_and_table():
     assert q.quick and q.ros and q.max_steps > 0 and q.validate() is q
     text = table({'before': {'abs_rel_median': 0.5}, 'after': {'abs_rel_median': 0.25}})
     assert 'AbsRel(median)' in text and '0.500' in text and 'n/a' in text
+    # the full demo's budget is steps (time only a cap); its verdict names the steps, the
+    # 2.5x / 0.70 target, and the cap when the cap stopped the run
+    full = DemoConfig()
+    assert full.max_steps > 0 and full.train_seconds > 0
+    b, a = {'abs_rel_median': 0.5, 'ate_sim3_rmse': 1.5}, {'abs_rel_median': 0.25, 'a1_median': 0.6,
+                                                           'ate_sim3_rmse': 2.0}
+    r = improvement(b, a)
+    assert not learned(r, a)
+    v = verdict(full, b, a, r, False, {'steps': 700, 'time_cap_hit': True})
+    assert v.startswith('NOT shown in 700 steps') and '2.5x' in v and 'time cap' in v
+    good = {'abs_rel_median': 0.18, 'a1_median': 0.75}
+    assert learned(improvement(b, good), good)
+    assert 'NOT improved' in heading_note(b, a) and 'yaw' in heading_note(b, a)
+    assert heading_note(a, b).startswith('whole-drive ATE improved')
 
 
 def test_demo_refuses_bad_options(tmp_path):

@@ -52,9 +52,18 @@ def add_parser(subparsers):
                    help='network resolution, multiples of 32 (default 192 64)')
     p.add_argument('--batch-size', type=int)
     p.add_argument('--lr', type=float)
-    p.add_argument('--train-minutes', type=float, help='training time budget (default 9)')
-    p.add_argument('--max-steps', type=int, help='stop training after N steps, whichever of steps '
-                   'and time comes first (default 1800; 0 = the time budget only)')
+    p.add_argument('--max-steps', type=int, help='the training budget in optimiser steps (default '
+                   '%d): seeded, so the same steps give the same result on any machine' %
+                   DemoConfig.max_steps)
+    p.add_argument('--train-minutes', type=float, help='safety cap on the training time (default '
+                   '%g; 0 = none); when it stops a run the report says so' %
+                   (DemoConfig.train_seconds / 60))
+    p.add_argument('--warmup-steps', type=int, help='linear lr warm-up over N steps (default %d)'
+                   % DemoConfig.warmup_steps)
+    p.add_argument('--anneal', choices=('step', 'cosine'), help='shape of the lr anneal over the '
+                   "last 30 %% of the steps (default %s)" % DemoConfig.anneal)
+    p.add_argument('--curve-every', type=int, help='held-out AbsRel every N training steps '
+                   '(a learning curve in report.json; default 0 = off)')
     p.add_argument('--odometry-warp-steps', type=int,
                    help='training curriculum: warps take the translation length from odometry '
                    'for the first N steps (default -1 = whole run; 0 = off)')
@@ -75,7 +84,7 @@ def add_parser(subparsers):
 def config_from_args(args) -> DemoConfig:
     kw = {'out': args.out, 'ros': args.ros, 'offline_eval': args.offline_eval}
     for name in ('scene', 'seed', 'train_frames', 'heldout_frames', 'batch_size', 'lr',
-                 'max_steps', 'odometry_warp_steps', 'init', 'threads', 'play_rate', 'domain_id',
+                 'max_steps', 'warmup_steps', 'anneal', 'curve_every', 'odometry_warp_steps', 'init', 'threads', 'play_rate', 'domain_id',
                  'device'):
         v = getattr(args, name, None)
         if v is not None:

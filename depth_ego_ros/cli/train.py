@@ -104,7 +104,13 @@ def add_parser(subparsers):
                    help='stop after SEC seconds of training (default 0 = no limit)')
     g.add_argument('--anneal-fraction', type=float, metavar='F',
                    help='with --max-steps/--time-budget: the last F of the budget runs at '
-                   'lr x lr-gamma (default 0 = off)')
+                   'lower lr, see --anneal (default 0 = off); with --max-steps its progress '
+                   'is counted in steps and --time-budget is only a safety cap')
+    g.add_argument('--anneal', choices=('step', 'cosine'),
+                   help="shape of the anneal: 'step' = one drop to lr x lr-gamma, 'cosine' = half "
+                   'cosine down to lr x lr-gamma (default step)')
+    g.add_argument('--warmup-steps', type=int, metavar='N',
+                   help='linear learning-rate warm-up over the first N steps (default 0)')
     g.add_argument('--no-amp', dest='amp', action='store_const', const=False,
                    help='no mixed precision on CUDA (AMP is on by default there)')
     g.add_argument('--device', help="auto | cpu | cuda | cuda:N (default auto)")
@@ -157,7 +163,7 @@ _FIELDS = ('bags', 'out', 'init', 'weights_init', 'model', 'pose_model', 'explai
            'depth_normalization', 'object_motion', 'object_size_weight', 'object_height_init',
            'mask_topic', 'width', 'height', 'min_depth', 'max_depth',
            'init_depth', 'pose_init', 'translation_scale', 'rotation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
-           'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'amp', 'device', 'num_workers',
+           'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'anneal', 'warmup_steps', 'amp', 'device', 'num_workers',
            'num_threads', 'seed', 'val_fraction', 'image_topic', 'camera_info_topic', 'odom_topic',
            'augment', 'smoothness_weight', 'velocity_weight', 'automask', 'scales', 'log_every',
            'image_every', 'save_every', 'keep_checkpoints', 'tensorboard', 'progress')

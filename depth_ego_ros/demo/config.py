@@ -31,9 +31,12 @@ class DemoConfig:
     height: int = 64
     batch_size: int = 4
     lr: float = 3e-4
-    train_seconds: float = 540.0          # training time budget
-    anneal_fraction: float = 0.3          # the last 30 % of the budget at lr x 0.1
-    max_steps: int = 1800                 # stop here on a fast machine (0 = time budget only)
+    max_steps: int = 1500                 # THE training budget: steps, not seconds (repeatable)
+    train_seconds: float = 1800.0         # safety cap only (reported when it stops a run)
+    anneal_fraction: float = 0.3          # the last 30 % of the steps anneal ...
+    anneal: str = 'step'                  # ... in one drop to lr x 0.1 ('cosine': half cosine)
+    warmup_steps: int = 0                 # linear lr warm-up
+    curve_every: int = 0                  # >0: held-out AbsRel every N steps (learning curve)
     odometry_warp_steps: int = -1         # curriculum (TrainConfig.odometry_warp_steps): whole run
     offline_eval: bool = False            # also run the checkpoints offline through the Estimator
     init: str | None = None               # start from this checkpoint instead of random weights
@@ -46,7 +49,7 @@ class DemoConfig:
     @classmethod
     def quick_preset(cls, **kw) -> 'DemoConfig':
         base = dict(quick=True, train_frames=16, camera_width=128,
-                    camera_height=64, width=96, height=64, batch_size=2, train_seconds=60.0,
+                    camera_height=64, width=96, height=64, batch_size=2, train_seconds=120.0,
                     max_steps=3, play_rate=1.0, heldout_frames=10)
         base.update(kw)
         return cls(**base)
@@ -65,10 +68,11 @@ class DemoConfig:
             errs.append('camera size must be at least 16x16')
         if not self.play_rate > 0:
             errs.append('play_rate must be > 0')
-        if not self.train_seconds >= 0 or self.max_steps < 0:
-            errs.append('train_seconds and max_steps must be >= 0')
-        if self.train_seconds == 0 and self.max_steps == 0:
-            errs.append('give a training budget: train_seconds > 0 or max_steps > 0')
+        if not self.train_seconds >= 0 or self.max_steps < 1:
+            errs.append('max_steps (the training budget) must be >= 1 and train_seconds (a '
+                        'safety cap, 0 = none) >= 0')
+        if self.curve_every < 0 or self.warmup_steps < 0:
+            errs.append('curve_every and warmup_steps must be >= 0')
         if self.init is not None and not (Path(self.init) / 'encoder.pth').is_file():
             errs.append(f'init: {self.init} is not a monodepth2-layout checkpoint directory')
         if errs:

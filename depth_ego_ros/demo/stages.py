@@ -102,22 +102,31 @@ def stage_live(cfg: DemoConfig, name: str, bag: Path, checkpoint: str | None, re
 
 
 
-def stage_train(cfg: DemoConfig, bag: Path, out: Path, log) -> dict:
-    """Fine-tune on the recorded bag (in this process)."""
+def stage_train(cfg: DemoConfig, bag: Path, out: Path, log, heldout: Path | None = None) -> dict:
+    """Fine-tune on the recorded bag (in this process) for ``cfg.max_steps`` steps, seeded:
+    the result does not depend on the machine's speed (``cfg.train_seconds`` is only a safety
+    cap; ``time_cap_hit`` says when it stopped the run). With ``cfg.curve_every`` and a held-out
+    bag: the held-out AbsRel every that many steps (``curve``; evaluation time counts neither as
+    training time nor against the cap, and it draws no random numbers from the training's generators)."""
     from ..training.config import TrainConfig
     from ..training.trainer import Trainer
     tc = TrainConfig(bags=[str(bag)], out=str(out), width=cfg.width, height=cfg.height,
-                     batch_size=cfg.batch_size, lr=cfg.lr, epochs=10_000, lr_step=10_000,
+                     batch_size=cfg.batch_size, lr=cfg.lr, epochs=100_000, lr_step=100_000,
                      time_budget=cfg.train_seconds, max_steps=cfg.max_steps, init=cfg.init,
                      odometry_warp_steps=cfg.odometry_warp_steps, lr_gamma=0.1,
-                     anneal_fraction=cfg.anneal_fraction,
+                     anneal_fraction=cfg.anneal_fraction, anneal=cfg.anneal,
+                     warmup_steps=cfg.warmup_steps,
                      val_fraction=0.0, device=cfg.device, num_threads=cfg.threads,
-                     save_every=10_000, keep_checkpoints=1, image_every=0, seed=cfg.seed,
+                     save_every=100_000, keep_checkpoints=1, image_every=0, seed=cfg.seed,
                      progress=sys.stderr.isatty(), odom_topic=ODOM, image_topic=CAMERA,
                      camera_info_topic=CAMERA_INFO)
     if out.exists():
         shutil.rmtree(out)
     trainer = Trainer(tc, log_fn=log)
+    curve: list[dict] = []
+    hook_s = [0.0]
+    if cfg.curve_every and heldout is not None:
+        trainer.step_hook = _curve_hook(cfg, heldout, out / 'curve', curve, hook_s, log)
     summary = trainer.fit()
     trainer.ctx.shutdown()
     if not summary.get('checkpoint'):
@@ -126,13 +135,48 @@ def stage_train(cfg: DemoConfig, bag: Path, out: Path, log) -> dict:
     from ..training.trainer import STATE_FILE
     (Path(summary['checkpoint']) / STATE_FILE).unlink(missing_ok=True)
     h = summary['history']
-    log(f"train: {summary['steps']} steps in {summary['train_s']:.0f} s "
-        f"({summary['train_samples']} samples, batch {cfg.batch_size}); loss "
+    log(f"train: {summary['steps']} of {cfg.max_steps} steps in {summary['train_s']:.0f} s "
+        f"({summary['train_s'] / max(summary['steps'], 1):.2f} s/step; "
+        f"{summary['train_samples']} samples, batch {cfg.batch_size}); loss "
         f"{h[0]['train']['total']:.4f} (first epoch) -> {h[-1]['train']['total']:.4f} (last); "
         f"checkpoint {summary['checkpoint']}")
+    if summary.get('time_cap_hit'):
+        log(f'train: WARNING the {cfg.train_seconds:.0f} s safety cap stopped training at step '
+            f"{summary['steps']} of {cfg.max_steps}: this result is not the step-budgeted one")
     return {k: v for k, v in summary.items() if k != 'history'} | {
         'loss_first_epoch': h[0]['train'], 'loss_last_epoch': h[-1]['train'],
-        'epochs': len(h), 'config': tc.to_dict()}
+        'epochs': len(h), 'config': tc.to_dict(), 'curve': curve, 'curve_s': hook_s[0]}
+
+
+def _curve_hook(cfg: DemoConfig, heldout: Path, tmp: Path, curve: list, hook_s: list, log):
+    """A Trainer.step_hook: every cfg.curve_every steps, the networks as they are evaluated on
+    the held-out drive (offline, median scaling) and appended to ``curve``."""
+    import random
+
+    import numpy as np
+    import torch
+
+    def hook(trainer):
+        if trainer.step % cfg.curve_every and trainer.step != trainer.config.max_steps:
+            return
+        t = time.monotonic()
+        py, npy = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            trainer.model.save(tmp, height=cfg.height, width=cfg.width)
+            try:
+                rep = stage_evaluate(cfg, heldout, tmp / 'eval', checkpoint=str(tmp), plots=False)
+            finally:
+                random.setstate(py)
+                np.random.set_state(npy)
+        s = summarise(rep, {})
+        point = {'step': trainer.step, 'abs_rel_median': s['abs_rel_median'],
+                 'a1_median': s['a1_median'], 'ate_sim3_rmse': s['ate_sim3_rmse'],
+                 'ate_5frame': s['ate_5frame']}
+        curve.append(point)
+        hook_s[0] += time.monotonic() - t
+        log(f"curve: step {point['step']}: held-out AbsRel {fmt(point['abs_rel_median'])}, "
+            f"d<1.25 {fmt(point['a1_median'])}, ATE {fmt(point['ate_sim3_rmse'])} m")
+    return hook
 
 
 def stage_evaluate(cfg: DemoConfig, gt_bag: Path, out: Path, *, pred_bag: Path | None = None,

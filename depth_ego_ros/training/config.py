@@ -81,12 +81,18 @@ class TrainConfig:
     optimisation
       epochs, batch_size, lr (Adam), lr_step (epochs between multiplications of the learning
       rate by lr_gamma: monodepth2's step schedule), weight_decay.
-      max_steps: stop after this many optimiser steps in total (0 = no limit).
+      max_steps: stop after this many optimiser steps in total (0 = no limit): the budget a
+        repeatable run is given (the same steps give the same result on any machine).
       time_budget: stop after this many seconds of training (0 = no limit); the current epoch
-        is cut short and saved.
+        is cut short and saved. With max_steps it is only a safety cap (the schedule follows
+        the steps; the summary's ``time_cap_hit`` says when it stopped a run).
       anneal_fraction: with max_steps or time_budget: the last fraction of that budget runs at
-        lr x lr_gamma (a one-off drop, whatever the machine's speed; 0 = off). A short run ends
-        much more stably this way than on a constant learning rate.
+        lower lr (0 = off), see anneal. Progress is step / max_steps when max_steps is set,
+        else elapsed / time_budget (training/schedule.py). A short run ends much more stably
+        this way than on a constant learning rate.
+      anneal: 'step' = one drop to lr x lr_gamma when the anneal starts; 'cosine' = a half cosine
+        from lr to lr x lr_gamma over the anneal_fraction.
+      warmup_steps: linear learning-rate warm-up over the first N steps (0 = off).
       amp: mixed precision (float16 autocast + GradScaler) on CUDA; ignored on the CPU.
       device: 'auto' | 'cpu' | 'cuda' | 'cuda:N' (under torchrun each rank takes its LOCAL_RANK).
       num_workers: DataLoader workers (0 = in the main process; the frames are in memory).
@@ -159,6 +165,8 @@ class TrainConfig:
     max_steps: int = 0
     time_budget: float = 0.0
     anneal_fraction: float = 0.0
+    anneal: str = 'step'
+    warmup_steps: int = 0
     amp: bool = True
     device: str = 'auto'
     num_workers: int = 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..core.names import MODELS, POSE_MODELS   # torch-free
 from .errors import TrainConfigError
+from .schedule import ANNEAL_SHAPES           # torch-free at import
 
 __all__ = ['field_problems', 'check_object_masks', 'check_odometry_needs', 'check_resume_config',
            'DEPTH_NORMALIZATIONS', 'POSE_INITS']
@@ -142,7 +143,9 @@ def field_problems(cfg) -> list[str]:
         v = getattr(cfg, name)
         if not is_int(v) or v < lo:
             errs.append(f'{name} must be an integer >= {lo}, got {v!r}')
-    for name in ('max_steps', 'num_workers', 'num_threads', 'image_every', 'seed',
+    if cfg.anneal not in ANNEAL_SHAPES:
+        errs.append(f"anneal must be one of {', '.join(ANNEAL_SHAPES)} (got {cfg.anneal!r})")
+    for name in ('max_steps', 'warmup_steps', 'num_workers', 'num_threads', 'image_every', 'seed',
                  'keep_checkpoints'):
         v = getattr(cfg, name)
         if not is_int(v) or v < 0:

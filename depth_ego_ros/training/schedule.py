@@ -1,18 +1,78 @@
-"""The learning-rate schedule and the budgets of a training run.
+"""The learning-rate schedule of a budgeted run, and what makes a run repeatable.
 
-monodepth2's step schedule (x lr_gamma every lr_step epochs), the one-off anneal for the last
-anneal_fraction of a step or time budget, and the budget checks that stop a run early
-(max_steps, time_budget; every rank stops at the same step). :class:`Progress` is where the run
-is (saved in adam.pth, restored on resume).
+A budgeted run (``max_steps`` and/or ``time_budget``) has a *progress* in [0, 1]:
+
+* with ``max_steps`` > 0 it is ``step / max_steps`` only. ``time_budget`` is then a safety cap
+  that stops a run on a machine far slower than expected (and is reported when it does), never
+  what the schedule follows: the same steps give the same result on a fast and a slow machine.
+* with ``time_budget`` alone (``max_steps`` 0) it is elapsed / budget: the result then depends on
+  the machine's speed (kept for "train as long as I can afford" use; the demo never does this).
+
+The multiplier of the base learning rate at a step (:func:`lr_factor`):
+
+* linear warm-up over the first ``warmup_steps`` steps (from 1/warmup_steps to 1);
+* then, over the last ``anneal_fraction`` of the budget, ``anneal`` = 'step': one drop to
+  ``lr_gamma`` (the original recipe), or 'cosine': a half cosine from 1 down to ``lr_gamma``.
+
+Repeatability (:func:`seed_everything`): Python's, NumPy's and torch's global generators are
+seeded from ``seed``; the DataLoader shuffles with its own generator seeded from ``seed``;
+the colour jitter draws from torch's global generator in the main process (``num_workers`` 0) and
+network initialisation is seeded by ``build_model``. Two runs with the same configuration, the
+same torch build and the same thread count give the same losses step by step. What is not
+pinned: float reductions inside torch ops may group differently with another *number of threads*
+or another CPU/GPU kind (last-bit differences that grow over a long run), and CUDA kernels that
+are not deterministic (the trainer does not force ``torch.use_deterministic_algorithms``).
+
+:class:`Schedule` applies it to a run's optimiser (with monodepth2's step schedule, x lr_gamma every
+lr_step epochs, under it) and says when a budget stops the run (every rank at the same step);
+:class:`Progress` is where the run is (saved in adam.pth, restored on resume). torch is imported
+only when a Schedule is made, so the config checks stay torch-free.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
-import torch
+__all__ = ['ANNEAL_SHAPES', 'Progress', 'Schedule', 'budget_progress', 'lr_factor', 'seed_everything']
 
-__all__ = ['Progress', 'Schedule']
+ANNEAL_SHAPES = ('step', 'cosine')
+
+
+def seed_everything(seed: int):
+    """Seed Python's, NumPy's and torch's global random generators."""
+    import random
+
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def budget_progress(step: int, max_steps: int, elapsed_s: float, time_budget: float) -> float:
+    """Share of the budget used: steps when there is a step budget, else time (see above)."""
+    if max_steps:
+        return step / max_steps
+    if time_budget:
+        return elapsed_s / time_budget
+    return 0.0
+
+
+def lr_factor(step: int, progress: float, *, warmup_steps: int = 0, anneal_fraction: float = 0.0,
+              anneal: str = 'step', gamma: float = 0.1) -> float:
+    """Multiplier of the base learning rate for the optimiser step that follows ``step`` steps
+    done, at ``progress`` of the budget."""
+    f = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if not anneal_fraction:
+        return f
+    start = 1.0 - anneal_fraction
+    if progress < start:
+        return f
+    if anneal == 'step':
+        return f * gamma
+    x = min(1.0, (progress - start) / anneal_fraction)
+    return f * (gamma + (1.0 - gamma) * 0.5 * (1.0 + math.cos(math.pi * x)))
 
 
 @dataclass
@@ -42,6 +102,7 @@ class Schedule:
         self.optimizer = optimizer
         self.ctx = ctx
         self.log = log
+        import torch
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
 
     def resumed(self):
@@ -55,33 +116,47 @@ class Schedule:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]['lr']
 
-    def maybe_anneal(self, progress: Progress, t_start: float):
-        """Drop the learning rate once when the last anneal_fraction of the budget starts."""
+    def maybe_anneal(self, progress: Progress, t_start: float, hook_s: float = 0.0):
+        """Set the learning rate of the next step from the budget's schedule (:func:`lr_factor`):
+        warm-up, then the anneal over the last anneal_fraction of the budget, whose progress is
+        counted in steps when max_steps is set (time_budget is then only a safety cap), else in
+        seconds of training (``hook_s``: time spent in step hooks, not training)."""
         cfg = self.config
-        if progress.annealed or not cfg.anneal_fraction:
+        if not (cfg.anneal_fraction or cfg.warmup_steps):
             return
-        frac = 0.0
-        if cfg.max_steps:
-            frac = progress.step / cfg.max_steps
-        if cfg.time_budget:
-            elapsed = time.perf_counter() - t_start
+        elapsed = 0.0
+        if cfg.time_budget and not cfg.max_steps:
+            elapsed = time.perf_counter() - t_start - hook_s
             if self.ctx.distributed:     # every rank drops at the same step
+                import torch
                 elapsed = float(self.ctx.all_reduce_mean(torch.tensor([elapsed]))[0])
-            frac = max(frac, elapsed / cfg.time_budget)
-        if frac >= 1.0 - cfg.anneal_fraction:
+        frac = budget_progress(progress.step, cfg.max_steps, elapsed, cfg.time_budget)
+        was = progress.annealed
+        if cfg.anneal == 'step' and not cfg.warmup_steps:
+            if not was and frac >= 1.0 - cfg.anneal_fraction:   # one-off drop
+                for g in self.optimizer.param_groups:
+                    g['lr'] *= cfg.lr_gamma
+                progress.annealed = True
+        else:
+            f = lr_factor(progress.step, frac, warmup_steps=cfg.warmup_steps,
+                          anneal_fraction=cfg.anneal_fraction, anneal=cfg.anneal, gamma=cfg.lr_gamma)
+            epoch_f = cfg.lr_gamma ** (progress.epoch // cfg.lr_step)   # the epoch schedule's part
             for g in self.optimizer.param_groups:
-                g['lr'] *= cfg.lr_gamma
-            progress.annealed = True
-            self.log(f'step {progress.step}: learning rate x{cfg.lr_gamma:g} for the last '
-                     f'{cfg.anneal_fraction:.0%} of the budget')
+                g['lr'] = g['initial_lr'] * epoch_f * f
+            progress.annealed = bool(cfg.anneal_fraction) and frac >= 1.0 - cfg.anneal_fraction
+        if progress.annealed and not was:
+            self.log(f'step {progress.step}: learning-rate anneal ({cfg.anneal}, to x{cfg.lr_gamma:g}) '
+                     f'for the last {cfg.anneal_fraction:.0%} of the budget')
 
-    def stop_reason(self, step: int, t_start: float) -> str | None:
+    def stop_reason(self, step: int, t_start: float, hook_s: float = 0.0) -> str | None:
         """Why the run stops after ``step`` optimiser steps (None: it goes on). With a time
-        budget every rank agrees (any rank over it stops them all)."""
+        budget every rank agrees (any rank over it stops them all); ``hook_s``: time spent in
+        step hooks, which does not count against it."""
         cfg = self.config
         over = (cfg.max_steps and step >= cfg.max_steps)
         if cfg.time_budget:
-            over = self.ctx.any(bool(over) or time.perf_counter() - t_start >= cfg.time_budget)
+            over = self.ctx.any(bool(over) or time.perf_counter() - t_start - hook_s
+                                >= cfg.time_budget)
         if not over:
             return None
         return (f'max_steps {cfg.max_steps} reached' if cfg.max_steps and step >= cfg.max_steps

@@ -41,7 +41,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .checkpointing import (LATEST, STATE_FILE, ResumeSource, checkpoint_dir_name,
@@ -56,18 +55,11 @@ from .model import SfMModel
 from .model_setup import setup_model
 from .optim import build_optimizer, build_scaler
 from .run_log import RunLog, depth_images, describe_run, fmt_terms
-from .schedule import Progress, Schedule
+from .schedule import Progress, Schedule, seed_everything
 from .step import LossStep
 
 __all__ = ['Trainer', 'TrainingError', 'STATE_FILE', 'LATEST', 'find_checkpoint',
            'checkpoint_dir_name']
-
-
-def _seed_everything(seed: int):
-    import random
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -89,7 +81,7 @@ class Trainer:
         self.run_log = RunLog(cfg, self.ctx, self.out, log_fn)
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        _seed_everything(cfg.seed + self.ctx.rank)
+        seed_everything(cfg.seed + self.ctx.rank)
         self.resume = ResumeSource(resume) if resume is not None else None
         self.resume_dir = self.resume.directory if self.resume is not None else None
         if self.resume is not None:
@@ -119,6 +111,9 @@ class Trainer:
             self.resumed_from = {'directory': str(self.resume_dir), 'epoch': int(state['epoch']),
                                  'step': self.step}
         self.history: list[dict] = []
+        self.last_loss = None   # total loss of the last optimiser step
+        self.step_hook = None   # callable(trainer) after every optimiser step (e.g. a learning curve)
+        self.step_hook_s = 0.0  # time spent in it (not counted as training time)
 
     # -- what the rest of the package and the tests read -----------------------------------------
     def log(self, text: str):
@@ -245,7 +240,10 @@ class Trainer:
             ctx.barrier()
         summary.update(epochs_run=len(self.history), steps=self.step,
                        checkpoint=str(last_ckpt) if last_ckpt else None,
-                       stopped=stopped or 'epochs', train_s=time.perf_counter() - t_start,
+                       stopped=stopped or 'epochs',
+                       train_s=time.perf_counter() - t_start - self.step_hook_s,
+                       step_hook_s=self.step_hook_s,
+                       time_cap_hit=bool(stopped and stopped.startswith('time budget')),
                        history=self.history,
                        val_after=self.history[-1]['val'] if self.history else None)
         return summary
@@ -261,11 +259,16 @@ class Trainer:
         extras.each('epoch_start')
         rl.epoch_start()
         for batch in data.train_loader:
-            self.schedule.maybe_anneal(self.progress, t_start)
+            self.schedule.maybe_anneal(self.progress, t_start, self.step_hook_s)
             batch = to_device(batch, self.device)
             out, trans = self.loss_step.optimise(batch, self.step, self.optimizer, self.scaler, epoch)
             self.progress.step += 1
+            self.last_loss = out.total.detach()     # the step's total loss (for step hooks)
             extras.each('after_step', self.last_forward)
+            if self.step_hook is not None:          # its time is not training time
+                t_hook = time.perf_counter()
+                self.step_hook(self)
+                self.step_hook_s += time.perf_counter() - t_hook
             st = self.loss_step.stats(out, trans, batch)
             for k, v in st.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -274,7 +277,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{st['total']:.4f}", t=f"{st['translation_norm']:.3g}")
             rl.step(st, self.step, batch['image'].shape[0], self.schedule.lr)
-            stopped = self.schedule.stop_reason(self.step, t_start)
+            stopped = self.schedule.stop_reason(self.step, t_start, self.step_hook_s)
             if stopped is not None:
                 break
         if bar is not None:
