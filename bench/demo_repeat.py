@@ -24,10 +24,10 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import platform
 import statistics
 import sys
 import time
+from _common import cpu_model  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -38,15 +38,6 @@ COLUMNS = [('steps', 'steps', '{:.0f}'), ('train min', 'train_min', '{:.1f}'),
            ('ATE-5 before', 'ate5_before', '{:.3f}'), ('ATE-5 after', 'ate5_after', '{:.3f}'),
            ('ATE before', 'ate_before', '{:.3f}'), ('ATE after', 'ate_after', '{:.3f}')]
 
-
-def cpu_model() -> str:
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def load_average() -> list | None:

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_model as _cpu  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -89,15 +90,6 @@ def main(argv=None):
               f'{acc.get("pose_translation", float("nan")):.2g} | '
               f'{acc.get("pose_rotation_deg", float("nan")):.2g} |', flush=True)
 
-
-def _cpu():
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return '?'
 
 
 if __name__ == '__main__':

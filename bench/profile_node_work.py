@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_model as _cpu  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -96,15 +97,6 @@ def main(argv=None):
     print(f'\nnetworks {net:.1f} ms, everything else {own:.1f} ms: node work / network = '
           f'{own / net:.2f}')
 
-
-def _cpu():
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return '?'
 
 
 if __name__ == '__main__':
