@@ -111,6 +111,9 @@ def add_parser(subparsers):
                    'cosine down to lr x lr-gamma (default step)')
     g.add_argument('--warmup-steps', type=int, metavar='N',
                    help='linear learning-rate warm-up over the first N steps (default 0)')
+    g.add_argument('--ema-decay', type=float, metavar='D',
+                   help='keep an exponential moving average of the weights (e.g. 0.99) and save '
+                   'that: steadier short runs (default 0 = off)')
     g.add_argument('--no-amp', dest='amp', action='store_const', const=False,
                    help='no mixed precision on CUDA (AMP is on by default there)')
     g.add_argument('--device', help="auto | cpu | cuda | cuda:N (default auto)")
@@ -163,7 +166,7 @@ _FIELDS = ('bags', 'out', 'init', 'weights_init', 'model', 'pose_model', 'explai
            'depth_normalization', 'object_motion', 'object_size_weight', 'object_height_init',
            'mask_topic', 'width', 'height', 'min_depth', 'max_depth',
            'init_depth', 'pose_init', 'translation_scale', 'rotation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
-           'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'anneal', 'warmup_steps', 'amp', 'device', 'num_workers',
+           'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'anneal', 'warmup_steps', 'ema_decay', 'amp', 'device', 'num_workers',
            'num_threads', 'seed', 'val_fraction', 'image_topic', 'camera_info_topic', 'odom_topic',
            'augment', 'smoothness_weight', 'velocity_weight', 'automask', 'scales', 'log_every',
            'image_every', 'save_every', 'keep_checkpoints', 'tensorboard', 'progress')

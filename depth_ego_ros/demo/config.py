@@ -36,6 +36,7 @@ class DemoConfig:
     anneal_fraction: float = 0.3          # the last 30 % of the steps anneal ...
     anneal: str = 'step'                  # ... in one drop to lr x 0.1 ('cosine': half cosine)
     warmup_steps: int = 0                 # linear lr warm-up
+    ema_decay: float = 0.0                # >0: save the moving average of the weights
     curve_every: int = 0                  # >0: held-out AbsRel every N steps (learning curve)
     odometry_warp_steps: int = -1         # curriculum (TrainConfig.odometry_warp_steps): whole run
     offline_eval: bool = False            # also run the checkpoints offline through the Estimator

@@ -115,7 +115,7 @@ def stage_train(cfg: DemoConfig, bag: Path, out: Path, log, heldout: Path | None
                      time_budget=cfg.train_seconds, max_steps=cfg.max_steps, init=cfg.init,
                      odometry_warp_steps=cfg.odometry_warp_steps, lr_gamma=0.1,
                      anneal_fraction=cfg.anneal_fraction, anneal=cfg.anneal,
-                     warmup_steps=cfg.warmup_steps,
+                     warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay,
                      val_fraction=0.0, device=cfg.device, num_threads=cfg.threads,
                      save_every=100_000, keep_checkpoints=1, image_every=0, seed=cfg.seed,
                      progress=sys.stderr.isatty(), odom_topic=ODOM, image_topic=CAMERA,
@@ -162,7 +162,8 @@ def _curve_hook(cfg: DemoConfig, heldout: Path, tmp: Path, curve: list, hook_s: 
         t = time.monotonic()
         py, npy = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            trainer.model.save(tmp, height=cfg.height, width=cfg.width)
+            with trainer.averaged_weights():    # what a checkpoint at this step would hold
+                trainer.model.save(tmp, height=cfg.height, width=cfg.width)
             try:
                 rep = stage_evaluate(cfg, heldout, tmp / 'eval', checkpoint=str(tmp), plots=False)
             finally:

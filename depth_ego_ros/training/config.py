@@ -93,6 +93,9 @@ class TrainConfig:
       anneal: 'step' = one drop to lr x lr_gamma when the anneal starts; 'cosine' = a half cosine
         from lr to lr x lr_gamma over the anneal_fraction.
       warmup_steps: linear learning-rate warm-up over the first N steps (0 = off).
+      ema_decay: exponential moving average of the weights (0 = off; e.g. 0.99): checkpoints,
+        validation and sample images use the averaged networks, which wander far less than the
+        raw weights of a short small-batch run (training/ema.py).
       amp: mixed precision (float16 autocast + GradScaler) on CUDA; ignored on the CPU.
       device: 'auto' | 'cpu' | 'cuda' | 'cuda:N' (under torchrun each rank takes its LOCAL_RANK).
       num_workers: DataLoader workers (0 = in the main process; the frames are in memory).
@@ -167,6 +170,7 @@ class TrainConfig:
     anneal_fraction: float = 0.0
     anneal: str = 'step'
     warmup_steps: int = 0
+    ema_decay: float = 0.0
     amp: bool = True
     device: str = 'auto'
     num_workers: int = 0

@@ -150,6 +150,8 @@ def field_problems(cfg) -> list[str]:
         v = getattr(cfg, name)
         if not is_int(v) or v < 0:
             errs.append(f'{name} must be an integer >= 0, got {v!r}')
+    if not (is_num(cfg.ema_decay) and 0 <= cfg.ema_decay < 1):
+        errs.append(f'ema_decay must be in [0, 1) (0 = off), got {cfg.ema_decay!r}')
     if not (is_num(cfg.lr) and 0 < cfg.lr < 1):
         errs.append(f'lr must be in (0, 1), got {cfg.lr!r}')
     if not (is_num(cfg.lr_gamma) and 0 < cfg.lr_gamma <= 1):

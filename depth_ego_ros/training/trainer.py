@@ -37,6 +37,7 @@ writes. ``batch_size`` is per process.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ from .config import CONFIG_FILE, TrainConfig
 from .config_checks import check_resume_config
 from .data import TrainData, to_device
 from .distributed import DistContext, setup_distributed
+from .ema import WeightAverage
 from .errors import TrainConfigError, TrainingError
 from .extras import enabled_extras
 from .model import SfMModel
@@ -92,8 +94,12 @@ class Trainer:
         self.model: SfMModel = setup.model
         self.init_notes = setup.init_notes
         self.use_velocity = setup.use_velocity
+        # the weight average (ema_decay): its state needs the networks as the checkpoint left them
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if self.resume is not None:
             self.extras.each('load_state_dict', self.resume.saved())
+            if self.ema is not None and 'ema' in self.resume.saved():
+                self.ema.load_state_dict(self.resume.saved()['ema'])
         self.loss_step = LossStep(cfg, self.model, setup.ddp_model, self.extras,
                                   has_odometry=self.data.has_odometry,
                                   use_velocity=self.use_velocity, amp=self.amp, device=self.device)
@@ -155,15 +161,23 @@ class Trainer:
         (the model's whole output kept in ``last_forward``, the loss's K in ``last_K``)."""
         return self.loss_step.compute(batch, train=train, step=self.step)
 
+    def averaged_weights(self):
+        """Context manager: the networks to save/evaluate (with ema_decay the weight average,
+        else the raw weights) in ``self.model`` for the duration of the block."""
+        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext(self.model)
+
     def validate(self) -> dict | None:
-        """Mean loss terms on the held-out split (no augmentation), averaged over all ranks."""
-        return self.loss_step.validate(self.data.val_loader, self.ctx, self.step)
+        """Mean loss terms on the held-out split (no augmentation), averaged over all ranks
+        (the averaged weights with ema_decay)."""
+        with self.averaged_weights():
+            return self.loss_step.validate(self.data.val_loader, self.ctx, self.step)
 
     def sample_images(self, n: int = 4):
         """(N,3,2H,W) float images: RGB above the colour-mapped predicted depth, from the
         held-out split (else the training split)."""
         imgs = self.data.samples(n, held_out=True).to(self.device)
-        return depth_images(self.model, imgs, self.base_depth)
+        with self.averaged_weights():
+            return depth_images(self.model, imgs, self.base_depth)
 
     def save_checkpoint(self, epoch: int, complete: bool = True) -> Path | None:
         """Write out/weights_<epoch>/ (monodepth2 layout + adam.pth + train_config.json) and
@@ -178,8 +192,11 @@ class Trainer:
                  'rotation_scale': float(self.model.rotation_scale),
                  'config': self.config.to_dict(),
                  **self.extras.merged('state_dict')}
-        return write_checkpoint(self.out, epoch, self.model, self.config, state,
-                                self.extras.merged('save_kwargs'))
+        if self.ema is not None:        # the raw weights (for --resume), taken before the swap
+            state['ema'] = self.ema.state_dict()
+        with self.averaged_weights():   # the networks written are the ones to deploy
+            return write_checkpoint(self.out, epoch, self.model, self.config, state,
+                                    self.extras.merged('save_kwargs'))
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -263,6 +280,8 @@ class Trainer:
             batch = to_device(batch, self.device)
             out, trans = self.loss_step.optimise(batch, self.step, self.optimizer, self.scaler, epoch)
             self.progress.step += 1
+            if self.ema is not None:
+                self.ema.update()
             self.last_loss = out.total.detach()     # the step's total loss (for step hooks)
             extras.each('after_step', self.last_forward)
             if self.step_hook is not None:          # its time is not training time
