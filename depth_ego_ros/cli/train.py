@@ -131,6 +131,9 @@ def add_parser(subparsers):
     g = p.add_argument_group('loss')
     g.add_argument('--smoothness-weight', type=float)
     g.add_argument('--velocity-weight', type=float, help='velocity loss weight (0 = off)')
+    g.add_argument('--yaw-rate-weight', type=float, help='rotation supervision from the odometry '
+                   "yaw rate (twist.angular.z): |pose net's turn - odometry's| x this (default 0 = "
+                   'off; the demo uses 1)')
     g.add_argument('--no-automask', dest='automask', action='store_const', const=False)
     g.add_argument('--scales', type=int, nargs='+', help='loss scales (default 0 1 2 3)')
     g.add_argument('--alignment-weight', type=float,
@@ -168,7 +171,7 @@ _FIELDS = ('bags', 'out', 'init', 'weights_init', 'model', 'pose_model', 'explai
            'init_depth', 'pose_init', 'translation_scale', 'rotation_scale', 'odometry_warp_steps', 'epochs', 'batch_size', 'lr', 'lr_step', 'lr_gamma',
            'weight_decay', 'max_steps', 'time_budget', 'anneal_fraction', 'anneal', 'warmup_steps', 'ema_decay', 'amp', 'device', 'num_workers',
            'num_threads', 'seed', 'val_fraction', 'image_topic', 'camera_info_topic', 'odom_topic',
-           'augment', 'smoothness_weight', 'velocity_weight', 'automask', 'scales', 'log_every',
+           'augment', 'smoothness_weight', 'velocity_weight', 'yaw_rate_weight', 'automask', 'scales', 'log_every',
            'image_every', 'save_every', 'keep_checkpoints', 'tensorboard', 'progress')
 
 

@@ -51,7 +51,7 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
             elif conn.topic == odom_t:
                 tw = msg.twist.twist if conn.msgtype == ODOMETRY else msg.twist
                 v = math.sqrt(tw.linear.x ** 2 + tw.linear.y ** 2 + tw.linear.z ** 2)
-                odo.append((_stamp(msg), v))
+                odo.append((_stamp(msg), v, float(tw.angular.z)))   # REP 103 body: z up = yaw
             elif conn.topic == mask_t:
                 try:
                     ids = _decode_mask(msg)
@@ -93,13 +93,18 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
         odo.sort()
         ot = np.array([o[0] for o in odo])
         ov = np.array([o[1] for o in odo])
+        ow = np.array([o[2] for o in odo])
         cum = np.concatenate([[0.0], np.cumsum(0.5 * (ov[1:] + ov[:-1]) * np.diff(ot))])
+        # heading: the yaw rate (twist.angular.z) integrated the same way, radians
+        cum_yaw = np.concatenate([[0.0], np.cumsum(0.5 * (ow[1:] + ow[:-1]) * np.diff(ot))])
         inside = (stamps >= ot[0] - 1e-6) & (stamps <= ot[-1] + 1e-6)
         dist = np.where(inside, np.interp(stamps, ot, cum), np.nan)
         speed = np.where(inside, np.interp(stamps, ot, ov), np.nan)
+        heading = np.where(inside, np.interp(stamps, ot, cum_yaw), np.nan)
     else:
         dist = np.full(len(stamps), np.nan)
         speed = np.full(len(stamps), np.nan)
+        heading = np.full(len(stamps), np.nan)
 
     # K per frame (latest CameraInfo at or before the stamp; the first one before that)
     Ks, sizes = [], []
@@ -149,7 +154,8 @@ def load_bag_sequences(path, cfg: DatasetConfig | None = None) -> list[Sequence]
         seqs.append(Sequence(
             name=sname, bag=str(bag), images=np.stack([frames[i][3] for i in keep]),
             stamps=stamps[keep], K=np.stack([Ks[i] for i in keep]), distance=dist[keep],
-            speed=speed[keep], dropped_static=(b - a) - len(keep), masks=seq_masks))
+            speed=speed[keep], dropped_static=(b - a) - len(keep), masks=seq_masks,
+            heading=heading[keep]))
     if missing:
         log.warning('bag %s: %d kept frames have no instance mask on %s (treated as static)',
                     name, missing, mask_t)

@@ -34,6 +34,9 @@ key                shape / type       meaning
 ``has_K``          bool               the bag has a CameraInfo (False: ``K`` is NaN)
 ``distance``       [S] float32        metres travelled between target and each source from
                                       odometry (NaN without odometry) -- velocity loss
+``yaw``            [S] float32        radians the body turned (odometry twist.angular.z, REP 103
+                                      z up, integrated) from the target to each source time;
+                                      negated for a flipped sample (NaN without odometry)
 ``speed``          float32            odometry speed at the target (NaN without odometry)
 ``dt``             [S] float32        source stamp - target stamp, seconds
 ``stamp``          float64            target stamp, seconds
@@ -166,12 +169,17 @@ class BagTripletDataset(torch.utils.data.Dataset):
             if torch.rand(()) < cfg.color_probability:
                 aug = _color_jitter(imgs, cfg)
         dist = np.abs(s.distance[idx[1:]] - s.distance[t])
+        if s.heading is not None:        # body yaw from the target to each source time
+            yaw = (s.heading[idx[1:]] - s.heading[t]) * (-1.0 if flipped else 1.0)
+        else:
+            yaw = np.full(len(idx) - 1, np.nan)
         extra = {}
         if s.masks is not None:
             extra = _instance_slots(s.masks[idx], cfg.max_objects, flipped)
         return {**extra,
             'image': imgs[0], 'sources': imgs[1:], 'image_aug': aug[0], 'sources_aug': aug[1:],
             'K': K, 'has_K': has_K, 'distance': torch.from_numpy(dist.astype(np.float32)),
+            'yaw': torch.from_numpy(yaw.astype(np.float32)),
             'speed': torch.tensor(float(s.speed[t]), dtype=torch.float32),
             'dt': torch.from_numpy((s.stamps[idx[1:]] - s.stamps[t]).astype(np.float32)),
             'stamp': torch.tensor(s.stamps[t], dtype=torch.float64), 'flipped': flipped,

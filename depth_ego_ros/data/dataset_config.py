@@ -77,6 +77,7 @@ class Sequence:
     speed: np.ndarray            # (N,) odometry speed, m/s (NaN = unknown)
     dropped_static: int = 0
     masks: np.ndarray | None = None  # (N,H,W) uint16 instance ids at network res (mask topic), else None
+    heading: np.ndarray | None = None  # (N,) integrated odometry yaw rate, radians (NaN/None = unknown)
 
     def __len__(self):
         return len(self.stamps)
@@ -85,5 +86,6 @@ class Sequence:
         sl = slice(start, stop)
         return Sequence(name=name, bag=self.bag, images=self.images[sl], stamps=self.stamps[sl],
                         K=self.K[sl], distance=self.distance[sl], speed=self.speed[sl],
-                        masks=None if self.masks is None else self.masks[sl])
+                        masks=None if self.masks is None else self.masks[sl],
+                        heading=None if self.heading is None else self.heading[sl])
 

@@ -104,6 +104,9 @@ class TrainConfig:
     loss
       smoothness_weight, velocity_weight (PackNet-SfM, used when odometry is present and depth
       is not normalised), automask, scales (disparity scales used by the loss, subset of 0..3).
+      yaw_rate_weight: rotation supervision from the odometry's yaw rate (twist.angular.z,
+        integrated between the frames): |pose net's turn about the camera's y axis - odometry's|;
+        0 = off. Pins the heading that the photometric loss leaves loose in drives with few turns.
       alignment_weight: vid2depth's 3-D alignment loss between the target's and every source's
         depth (one more depth forward per source), scale 0; 0 = off.
       object_motion: struct2depth's object-motion term: an ObjectMotionNet predicts each
@@ -179,6 +182,7 @@ class TrainConfig:
     # loss
     smoothness_weight: float = 1e-3
     velocity_weight: float = 0.1
+    yaw_rate_weight: float = 0.0
     automask: bool = True
     scales: tuple = (0, 1, 2, 3)
     alignment_weight: float = 0.0

@@ -156,7 +156,8 @@ def field_problems(cfg) -> list[str]:
         errs.append(f'lr must be in (0, 1), got {cfg.lr!r}')
     if not (is_num(cfg.lr_gamma) and 0 < cfg.lr_gamma <= 1):
         errs.append(f'lr_gamma must be in (0, 1], got {cfg.lr_gamma!r}')
-    for name in ('weight_decay', 'time_budget', 'smoothness_weight', 'velocity_weight'):
+    for name in ('weight_decay', 'time_budget', 'smoothness_weight', 'velocity_weight',
+                 'yaw_rate_weight'):
         v = getattr(cfg, name)
         if not (is_num(v) and v >= 0):
             errs.append(f'{name} must be a finite number >= 0, got {v!r}')

@@ -40,7 +40,8 @@ from .alignment import (ROBUST_KINDS, AlignmentOutput, alignment_loss_3d, planar
                         robust_distance)
 from .depth_scale import (SequenceDepthNormalizer, depth_statistics, masked_median,
                           normalize_depth, relative_depth, relative_depth_fn,
-                          scale_invariant_depth_loss, velocity_loss)
+                          scale_invariant_depth_loss, velocity_loss,
+                          camera_yaw, yaw_rate_loss)
 from .object_size import mask_row_extent, object_size_loss
 from .photometric import (dssim, explainability_photometric_loss, masked_photometric_loss,
                           min_reprojection, photometric_error, ssim)
@@ -58,7 +59,7 @@ __all__ = [
     # regularisers
     'smoothness_loss', 'explainability_regularization',
     # depth scale
-    'velocity_loss', 'masked_median', 'depth_statistics', 'normalize_depth', 'relative_depth',
+    'velocity_loss', 'camera_yaw', 'yaw_rate_loss', 'masked_median', 'depth_statistics', 'normalize_depth', 'relative_depth',
     'relative_depth_fn', 'scale_invariant_depth_loss', 'SequenceDepthNormalizer',
     # 3-D alignment
     'AlignmentOutput', 'alignment_loss_3d', 'planarity_edges', 'robust_distance', 'ROBUST_KINDS',

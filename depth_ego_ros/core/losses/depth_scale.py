@@ -48,6 +48,36 @@ def velocity_loss(translation: torch.Tensor, distance: torch.Tensor) -> torch.Te
     return (norm[valid] - d[valid]).abs().mean()
 
 
+def camera_yaw(T: torch.Tensor) -> torch.Tensor:
+    """The rotation angle about the camera's y axis (optical frame: y down) of poses [..., 4, 4]
+    (or [..., 3, 3]): ``atan2(R02 - R20, R00 + R22)``, exact for a pure rotation about y and
+    differentiable everywhere a turn is small."""
+    R = T[..., :3, :3]
+    return torch.atan2(R[..., 0, 2] - R[..., 2, 0], R[..., 0, 0] + R[..., 2, 2])
+
+
+def yaw_rate_loss(poses: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+    """Rotation supervision from odometry's (or an IMU's) yaw rate: mean ``|yaw_hat - yaw|``.
+
+    Args:
+        poses: [B,S,4,4] ``T_src_tgt`` (target camera -> source camera).
+        yaw: [B,S] radians the body turned (about its up axis, REP 103) from the target to the
+            source time; NaN entries (no odometry) are ignored.
+    An upright camera (optical y = body down) that turned by +a (left) sees the world turned
+    by +a about its y axis in T_src_tgt, so ``camera_yaw(T_src_tgt)`` is compared with ``yaw``
+    directly; a camera pitched by p sees cos(p) of it. Returns a scalar (0 with a gradient path
+    when no entry is valid).
+    """
+    if poses.shape[-2:] != (4, 4) or poses.shape[:-2] != yaw.shape:
+        raise ValueError(f'poses {tuple(poses.shape)} must be yaw {tuple(yaw.shape)} + (4, 4)')
+    pred = camera_yaw(poses)
+    y = yaw.to(pred)
+    valid = torch.isfinite(y)
+    if not bool(valid.any()):
+        return pred.sum() * 0.0
+    return (pred[valid] - y[valid]).abs().mean()
+
+
 def masked_median(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample median of x [B,C,H,W] over the True entries of mask (all entries when None).
     Returns [B,1,1,1]; differentiable (the gradient goes to the median element). A sample

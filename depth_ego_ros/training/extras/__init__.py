@@ -13,13 +13,14 @@ from .explainability import Explainability
 from .intrinsics import LearnedIntrinsics
 from .normalization import DepthNormalization
 from .object_motion import OBJECT_SIZE_LR_FACTOR, ObjectMotion, ObjectSize
+from .yaw_rate import YawRate
 
 __all__ = ['REGISTRY', 'enabled_extras', 'Extra', 'Extras', 'LossInputs', 'DepthNormalization',
            'Explainability', 'Alignment', 'LearnedIntrinsics', 'ObjectMotion', 'ObjectSize',
-           'OBJECT_SIZE_LR_FACTOR']
+           'YawRate', 'OBJECT_SIZE_LR_FACTOR']
 
 REGISTRY = (DepthNormalization, Explainability, Alignment, LearnedIntrinsics, ObjectMotion,
-            ObjectSize)
+            ObjectSize, YawRate)
 
 
 def enabled_extras(config) -> Extras:
