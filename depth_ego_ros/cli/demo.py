@@ -62,6 +62,8 @@ def add_parser(subparsers):
                    % DemoConfig.warmup_steps)
     p.add_argument('--ema-decay', type=float, help='moving average of the weights, saved as the '
                    'checkpoint (default %g; 0 = off)' % DemoConfig.ema_decay)
+    p.add_argument('--yaw-rate-weight', type=float, help="rotation supervision from the "
+                   "odometry's yaw rate (default %g; 0 = off)" % DemoConfig.yaw_rate_weight)
     p.add_argument('--anneal', choices=('step', 'cosine'), help='shape of the lr anneal over the '
                    "last 30 %% of the steps (default %s)" % DemoConfig.anneal)
     p.add_argument('--curve-every', type=int, help='held-out AbsRel every N training steps '
@@ -86,7 +88,7 @@ def add_parser(subparsers):
 def config_from_args(args) -> DemoConfig:
     kw = {'out': args.out, 'ros': args.ros, 'offline_eval': args.offline_eval}
     for name in ('scene', 'seed', 'train_frames', 'heldout_frames', 'batch_size', 'lr',
-                 'max_steps', 'warmup_steps', 'ema_decay', 'anneal', 'curve_every', 'odometry_warp_steps', 'init', 'threads', 'play_rate', 'domain_id',
+                 'max_steps', 'warmup_steps', 'ema_decay', 'yaw_rate_weight', 'anneal', 'curve_every', 'odometry_warp_steps', 'init', 'threads', 'play_rate', 'domain_id',
                  'device'):
         v = getattr(args, name, None)
         if v is not None:

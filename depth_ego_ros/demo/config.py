@@ -37,6 +37,7 @@ class DemoConfig:
     anneal: str = 'step'                  # ... in one drop to lr x 0.1 ('cosine': half cosine)
     warmup_steps: int = 0                 # linear lr warm-up
     ema_decay: float = 0.0                # >0: save the moving average of the weights
+    yaw_rate_weight: float = 1.0          # rotation supervision from the odometry's yaw rate
     curve_every: int = 0                  # >0: held-out AbsRel every N steps (learning curve)
     odometry_warp_steps: int = -1         # curriculum (TrainConfig.odometry_warp_steps): whole run
     offline_eval: bool = False            # also run the checkpoints offline through the Estimator

@@ -77,12 +77,13 @@ def heading_note(b: dict, a: dict) -> str | None:
         return None
     if ta < tb:
         return f'whole-drive ATE improved: {tb:.3f} -> {ta:.3f} m'
-    return (f'whole-drive ATE NOT improved ({tb:.3f} -> {ta:.3f} m): the demo learns depth and '
-            'speed (ATE-5, RPE-t), not heading; its one 300-frame drive holds too few turns for '
-            'the photometric loss to pin rotation, and a small per-frame yaw bias accumulates over '
-            'the drive (the untrained net happens to go straight). Rotation supervision from the '
-            "odometry's yaw rate, or more drives with turns and more steps, would fix it (see "
-            'docs/training.md)')
+    return (f'whole-drive ATE NOT improved ({tb:.3f} -> {ta:.3f} m): over a whole drive the '
+            "error is mostly the speed profile, not the heading (the odometry's yaw rate "
+            'supervises the turns): the pose network learns its step length only from the '
+            'velocity loss, and from one 300-frame drive it ties it to the places it saw rather '
+            'than to the image motion, so on a new street its step hardly follows the speed '
+            'changes. More drives with speed changes would fix it (see docs/training.md, Heading '
+            'and speed)')
 
 
 def print_summary(cfg, report: dict, out) -> None:

@@ -116,6 +116,7 @@ def stage_train(cfg: DemoConfig, bag: Path, out: Path, log, heldout: Path | None
                      odometry_warp_steps=cfg.odometry_warp_steps, lr_gamma=0.1,
                      anneal_fraction=cfg.anneal_fraction, anneal=cfg.anneal,
                      warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay,
+                     yaw_rate_weight=cfg.yaw_rate_weight,
                      val_fraction=0.0, device=cfg.device, num_threads=cfg.threads,
                      save_every=100_000, keep_checkpoints=1, image_every=0, seed=cfg.seed,
                      progress=sys.stderr.isatty(), odom_topic=ODOM, image_topic=CAMERA,
