@@ -83,6 +83,14 @@ def print_table(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def curve_title(rows: list[dict], meta: dict, overrides: dict) -> str:
+    """The plot's title: seeds, date, CPU and any recipe changes (--set)."""
+    title = f"held-out AbsRel vs step, {len(rows)} seeds ({meta.get('date_utc', '')} UTC, {meta.get('cpu', '')}, {'make demo over DDS' if meta.get('ros') else 'offline'})"
+    if overrides:
+        title += '; ' + ', '.join(f'{k}={v}' for k, v in overrides.items())
+    return title
+
+
 def plot_curves(rows: list[dict], path: pathlib.Path, title: str) -> bool:
     curves = [(r['seed'], r['curve']) for r in rows if r['curve']]
     if not curves:
@@ -178,8 +186,7 @@ def main(argv=None) -> int:
     (out / 'repeat.json').write_text(json.dumps({'meta': meta, 'config': dataclasses.asdict(cfg),
                                                  'runs': rows, 'table': text}, indent=1, default=str))
     if args.plot:
-        title = (f"held-out AbsRel vs step, {len(rows)} seeds; "
-                 + ', '.join(f'{k}={v}' for k, v in overrides.items()))
+        title = curve_title(rows, meta, overrides)
         if plot_curves(rows, pathlib.Path(args.plot), title):
             print(f'learning curves: {args.plot}')
     return 0
