@@ -74,7 +74,11 @@ def add_parser(subparsers):
     p.add_argument('--init', metavar='CKPT', help='fine-tune this monodepth2-layout checkpoint '
                    'instead of starting from random weights')
     p.add_argument('--threads', type=int, help='torch threads for training (default: all cores)')
-    p.add_argument('--play-rate', type=float, help='bag playback speed (default 1)')
+    p.add_argument('--play-rate', type=float, help='playback speed of the held-out drive into '
+                   'the node (default %g)' % DemoConfig.play_rate)
+    p.add_argument('--record-rate', type=float, help='playback speed of the training drive into '
+                   'the recorder (default %g; header stamps are kept, so the bag holds the same '
+                   'data)' % DemoConfig.record_rate)
     p.add_argument('--domain-id', type=int, help='ROS_DOMAIN_ID for the demo nodes (default: '
                    '$ROS_DOMAIN_ID, else one derived from the process id)')
     p.add_argument('--device', help='auto | cpu | cuda | cuda:N (training and nodes)')
@@ -88,7 +92,8 @@ def add_parser(subparsers):
 def config_from_args(args) -> DemoConfig:
     kw = {'out': args.out, 'ros': args.ros, 'offline_eval': args.offline_eval}
     for name in ('scene', 'seed', 'train_frames', 'heldout_frames', 'batch_size', 'lr',
-                 'max_steps', 'warmup_steps', 'ema_decay', 'yaw_rate_weight', 'anneal', 'curve_every', 'odometry_warp_steps', 'init', 'threads', 'play_rate', 'domain_id',
+                 'max_steps', 'warmup_steps', 'ema_decay', 'yaw_rate_weight', 'anneal', 'curve_every', 'odometry_warp_steps', 'init', 'threads', 'play_rate', 'record_rate',
+                 'domain_id',
                  'device'):
         v = getattr(args, name, None)
         if v is not None:

@@ -23,7 +23,7 @@ class DemoConfig:
     ros: bool = True                      # False: no DDS stages (offline equivalents)
     scene: str = 'street'
     seed: int = 0                         # training world; the held-out world uses seed + 1000
-    train_frames: int = 300
+    train_frames: int = 600               # one 60 s training drive (300 frames: seed 2 stalls at 0.21)
     heldout_frames: int = 100
     camera_width: int = 384               # rendered camera images
     camera_height: int = 128
@@ -44,7 +44,9 @@ class DemoConfig:
     init: str | None = None               # start from this checkpoint instead of random weights
     threads: int = 0                      # torch threads for training (0 = default)
     node_threads: int = 1                 # the perception node's torch threads
-    play_rate: float = 1.0
+    play_rate: float = 1.0                # held-out drives into the node (before / after)
+    record_rate: float = 2.0              # the training drive into the recorder: the bag keeps the
+                                          # header stamps, so the data is the same in half the time
     domain_id: int | None = None          # ROS_DOMAIN_ID of the demo's nodes (None: see run())
     device: str = 'auto'
 
@@ -52,7 +54,8 @@ class DemoConfig:
     def quick_preset(cls, **kw) -> 'DemoConfig':
         base = dict(quick=True, train_frames=16, camera_width=128,
                     camera_height=64, width=96, height=64, batch_size=2, train_seconds=120.0,
-                    max_steps=3, play_rate=1.0, heldout_frames=10)
+                    max_steps=3, play_rate=1.0, record_rate=1.0,
+                    heldout_frames=10)
         base.update(kw)
         return cls(**base)
 
@@ -68,8 +71,8 @@ class DemoConfig:
                 errs.append(f'{n} must be a positive multiple of 32, got {v}')
         if self.camera_width < 16 or self.camera_height < 16:
             errs.append('camera size must be at least 16x16')
-        if not self.play_rate > 0:
-            errs.append('play_rate must be > 0')
+        if not (self.play_rate > 0 and self.record_rate > 0):
+            errs.append('play_rate and record_rate must be > 0')
         if not self.train_seconds >= 0 or self.max_steps < 1:
             errs.append('max_steps (the training budget) must be >= 1 and train_seconds (a '
                         'safety cap, 0 = none) >= 0')

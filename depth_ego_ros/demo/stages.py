@@ -55,6 +55,7 @@ def stage_live(cfg: DemoConfig, name: str, bag: Path, checkpoint: str | None, re
         shutil.rmtree(out_dir / bag_name)
     node = recorder = player = None
     ns = f'/{NAMESPACE}'
+    rate = cfg.record_rate if record == 'camera' else cfg.play_rate
     try:
         node = Proc(f'{name}_perception_node', node_cmd(
             'depth_ego_ros.ros.perception_node', _node_params(cfg, checkpoint),
@@ -76,9 +77,9 @@ def stage_live(cfg: DemoConfig, name: str, bag: Path, checkpoint: str | None, re
                              + node.tail())
         player = Proc(f'{name}_player', [
             sys.executable, '-m', 'depth_ego_ros.cli.main', 'play', str(bag), '--topics', *topics,
-            '--rate', str(cfg.play_rate), '--wait-for-subscribers', '1' if record == 'camera' else '2',
+            '--rate', str(rate), '--wait-for-subscribers', '1' if record == 'camera' else '2',
             '--wait-timeout', '60', '--delay', '1.0'], env, log_dir)
-        limit = 120 + 3 * (cfg.train_frames + cfg.heldout_frames) / 10.0 / cfg.play_rate
+        limit = 120 + 3 * (cfg.train_frames + cfg.heldout_frames) / 10.0 / rate
         if player.wait(limit) is None:
             raise StageError(f'{name}: the player did not finish in {limit:.0f} s (log {player.log_path})')
         if player.proc.returncode != 0:
@@ -94,8 +95,13 @@ def stage_live(cfg: DemoConfig, name: str, bag: Path, checkpoint: str | None, re
                          + recorder.tail())
     played = played_counts(player.text())
     counts = bag_counts(recorded)
-    log(f'{name}: played {sum(played.values())} messages into the node; recorded {recorded}: '
-        + ', '.join(f'{t} {n}' for t, n in sorted(counts.items())))
+    log(f'{name}: played {sum(played.values())} messages into the node at {rate:g}x; recorded '
+        f'{recorded}: ' + ', '.join(f'{t} {n}' for t, n in sorted(counts.items())))
+    lost = {t: n - counts.get(t, 0) for t, n in played.items() if counts.get(t, 0) < n}
+    if record == 'camera' and lost:
+        log(f'{name}: WARNING: the recorder missed messages the player sent: '
+            + ', '.join(f'{t} {n}' for t, n in sorted(lost.items()))
+            + ' (a slow disk or an overloaded machine: try --record-rate 1)')
     return {'bag': str(recorded), 'played': played, 'recorded': counts, 'checkpoint': checkpoint,
             'seconds': time.monotonic() - t0,
             'logs': [str(p.log_path) for p in (node, recorder, player)]}
