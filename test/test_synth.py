@@ -217,6 +217,24 @@ def test_bag_readable_with_rosbags(small_bag):
 
 
 @pytest.mark.timeout(60)
+def test_bag_rendered_by_two_processes_is_the_same(small_bag, tmp_path):
+    """workers=2 (forked renderers, the demo's setting) writes the same messages in the same order."""
+    from rosbags.highlevel import AnyReader
+    from depth_ego_ros.data.synth_bag import write_synth_bag
+    world, out1, _ = small_bag
+    out2 = tmp_path / 'bag2'
+    stats = write_synth_bag(world, out2, workers=2)
+    assert stats['frames'] == 8 and stats['render_s'] > 0
+
+    def messages(path):
+        with AnyReader([path]) as reader:
+            return [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]
+    m1, m2 = messages(out1), messages(out2)
+    assert len(m1) == len(m2) > 8
+    assert m1 == m2
+
+
+@pytest.mark.timeout(60)
 def test_bag_readable_with_mcap(small_bag):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory

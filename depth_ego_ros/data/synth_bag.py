@@ -145,7 +145,7 @@ def _qos(transient_local: bool = False):
 
 def write_synth_bag(world: SyntheticWorld, out, *, topics: SynthTopics = SynthTopics(),
                     storage: str = 'mcap', ground_truth: bool = True, overwrite: bool = False,
-                    progress=None) -> dict:
+                    progress=None, workers: int = 1) -> dict:
     """Render every frame of `world` and write a rosbag2 directory at `out`.
 
     Args:
@@ -154,6 +154,8 @@ def write_synth_bag(world: SyntheticWorld, out, *, topics: SynthTopics = SynthTo
         storage: 'mcap' (default) or 'sqlite3'.
         ground_truth: also write the /ground_truth/* topics.
         progress: optional callable(i, n) after each frame.
+        workers: frames rendered by this many processes (forked, Linux); the frames are a
+            deterministic function of the world, so the bag is the same as with one.
     Returns:
         dict with path, frames, messages per topic, render/total seconds, bytes.
     """
@@ -207,7 +209,7 @@ def write_synth_bag(world: SyntheticWorld, out, *, topics: SynthTopics = SynthTo
         n_odo = len(odo.stamps)
         twist_var = (cfg.odom_noise * np.maximum(odo.true_speed, 0.1)) ** 2 + 1e-6
         dist = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(odo.T_odom_base[:, :3, 3], axis=0), axis=1))])
-        for i in range(len(world)):
+        for i, (f, frame_s) in enumerate(_rendered(world, workers)):
             t_i = int(world.stamps_ns[i])
             while k < n_odo and odo.stamps_ns[k] <= t_i:
                 pv = (0.01 * cfg.odom_noise * dist[k]) ** 2 + 1e-6  # drift grows with distance
@@ -215,9 +217,7 @@ def write_synth_bag(world: SyntheticWorld, out, *, topics: SynthTopics = SynthTo
                                                          odo.angular[k], pv, twist_var[k]),
                     'nav_msgs/msg/Odometry')
                 k += 1
-            r0 = time.perf_counter()
-            f = world.frame(i)
-            render_s += time.perf_counter() - r0
+            render_s += frame_s
             put('info', t_i, M.camera_info(t_i, f.K, world.width, world.height), 'sensor_msgs/msg/CameraInfo')
             put('image', t_i, M.image(t_i, f.rgb, 'rgb8'), 'sensor_msgs/msg/Image')
             if ground_truth:
@@ -239,3 +239,31 @@ def write_synth_bag(world: SyntheticWorld, out, *, topics: SynthTopics = SynthTo
     nbytes = sum(p.stat().st_size for p in out.rglob('*') if p.is_file())
     return {'path': str(out), 'frames': len(world), 'messages': counts, 'render_s': render_s,
             'total_s': total, 'bytes': nbytes}
+
+
+_WORLD = None   # the world a forked render worker draws from (set just before the fork)
+
+
+def _render_one(i: int):
+    t0 = time.perf_counter()
+    return _WORLD.frame(i), time.perf_counter() - t0
+
+
+def _rendered(world: SyntheticWorld, workers: int):
+    """(frame, seconds) in frame order; rendered by ``workers`` forked processes when > 1 (the
+    CPU time of all of them is the summed seconds)."""
+    global _WORLD
+    import multiprocessing as mp
+    n = len(world)
+    if workers <= 1 or n < 2 * workers or 'fork' not in mp.get_all_start_methods():
+        for i in range(n):
+            t0 = time.perf_counter()
+            f = world.frame(i)
+            yield f, time.perf_counter() - t0
+        return
+    _WORLD = world
+    try:
+        with mp.get_context('fork').Pool(workers) as pool:
+            yield from pool.imap(_render_one, range(n), chunksize=4)
+    finally:
+        _WORLD = None

@@ -3,6 +3,7 @@ e.g. from a bench script): synthetic drives, a live run of the perception node o
 recorder, training, and the evaluations of one prediction source."""
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -26,7 +27,8 @@ def stage_synth(cfg: DemoConfig, bag_dir: Path, log) -> dict:
         path = bag_dir / f'drive_{name}'
         sc = SynthConfig(frames=frames, width=cfg.camera_width, height=cfg.camera_height,
                          seed=seed, scene=cfg.scene, supersample=1 if cfg.quick else 2)
-        stats = write_synth_bag(SyntheticWorld(sc), path, overwrite=True)
+        stats = write_synth_bag(SyntheticWorld(sc), path, overwrite=True,
+                                workers=min(os.cpu_count() or 1, 8))
         log(f"synth: {path} ({frames} frames {cfg.camera_width}x{cfg.camera_height}, seed {seed}, "
             f"{stats['total_s']:.1f} s)")
         out[name] = {'bag': str(path), 'frames': frames, 'seed': seed, 'seconds': stats['total_s']}
@@ -97,7 +99,9 @@ def stage_live(cfg: DemoConfig, name: str, bag: Path, checkpoint: str | None, re
     counts = bag_counts(recorded)
     log(f'{name}: played {sum(played.values())} messages into the node at {rate:g}x; recorded '
         f'{recorded}: ' + ', '.join(f'{t} {n}' for t, n in sorted(counts.items())))
-    lost = {t: n - counts.get(t, 0) for t, n in played.items() if counts.get(t, 0) < n}
+    # camera_info is written once per change by design (camera_info_on_change)
+    lost = {t: n - counts.get(t, 0) for t, n in played.items()
+            if counts.get(t, 0) < n and t != CAMERA_INFO}
     if record == 'camera' and lost:
         log(f'{name}: WARNING: the recorder missed messages the player sent: '
             + ', '.join(f'{t} {n}' for t, n in sorted(lost.items()))
