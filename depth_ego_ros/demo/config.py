@@ -17,7 +17,7 @@ GT_POSE = '/ground_truth/pose'
 
 @dataclass
 class DemoConfig:
-    """What the demo does (defaults: the full run, ~13 minutes on 2 CPU cores)."""
+    """What the demo does (defaults: the full run, ~14 minutes on 2 CPU cores)."""
     out: str = 'demo_out'
     quick: bool = False
     ros: bool = True                      # False: no DDS stages (offline equivalents)
