@@ -27,7 +27,8 @@ def test_demo_quick_end_to_end_over_dds(ros_env, tmp_path):
     assert rep['config']['ros'] is True
 
     # record: the recorder got the played camera stream (+ odometry for the velocity loss)
-    rec = st['record']['recorded']
+    rec = st['record']['recorded']          # played at the default 2x real time: nothing missed
+    assert rep['config']['record_rate'] == 2.0
     assert rec['/camera/image_raw'] == st['record']['played']['/camera/image_raw'] == n_train
     assert rec['/odom'] > n_train and rec['/camera/camera_info'] >= 1
     # training used the RECORDED bag, with odometry
@@ -90,6 +91,8 @@ def test_demo_config_validation_and_table():
         DemoConfig(width=100).validate()
     with pytest.raises(ValueError, match='training budget'):
         DemoConfig(train_seconds=0, max_steps=0).validate()
+    with pytest.raises(ValueError, match='record_rate must be > 0'):
+        DemoConfig(record_rate=0).validate()
     q = DemoConfig.quick_preset(out='x')
     assert q.quick and q.ros and q.max_steps > 0 and q.validate() is q
     text = table({'before': {'abs_rel_median': 0.5}, 'after': {'abs_rel_median': 0.25}})

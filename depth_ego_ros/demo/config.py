@@ -54,8 +54,7 @@ class DemoConfig:
     def quick_preset(cls, **kw) -> 'DemoConfig':
         base = dict(quick=True, train_frames=16, camera_width=128,
                     camera_height=64, width=96, height=64, batch_size=2, train_seconds=120.0,
-                    max_steps=3, play_rate=1.0, record_rate=1.0,
-                    heldout_frames=10)
+                    max_steps=3, play_rate=1.0, heldout_frames=10)
         base.update(kw)
         return cls(**base)
 
