@@ -85,3 +85,29 @@ def test_schedule_arithmetic():
     assert lr_factor(4, 0.0, warmup_steps=10) == pytest.approx(0.5)
     with pytest.raises(TrainConfigError, match='anneal must be one of'):
         TrainConfig(bags=['x'], out='o', anneal='linear').validate()
+
+
+@pytest.mark.timeout(300)
+def test_resume_from_an_epoch_checkpoint_is_bit_exact(bag, tmp_path):
+    """Two epochs in one run == one epoch, then --resume for the second: the same losses step by
+    step and the same final weights (data order, colour jitter and the generators' states are
+    restored from adam.pth), with augmentation on."""
+    _, whole = _run(bag, tmp_path / 'whole', max_steps=0, epochs=2)
+    _, first = _run(bag, tmp_path / 'split', max_steps=0, epochs=1)
+    n1 = len(first)
+    assert 0 < n1 < len(whole) and first == whole[:n1]
+    cfg = dict(bags=[str(bag)], out=str(tmp_path / 'split'), width=W, height=H, batch_size=2,
+               epochs=2, lr=3e-4, val_fraction=0.0, augment=True, progress=False,
+               tensorboard=False, image_every=0, seed=0, scales=(0, 1), odometry_warp_steps=-1,
+               max_steps=0)
+    tr = Trainer(TrainConfig(**cfg), resume=str(tmp_path / 'split' / 'latest'))
+    assert tr.step == n1
+    rest = []
+    tr.step_hook = lambda t: rest.append((t.step, float(t.last_loss),
+                                          t.optimizer.param_groups[0]['lr']))
+    tr.fit()
+    assert first + rest == whole                       # bit-identical, step by step
+    a = torch.load(tmp_path / 'whole' / 'latest' / 'encoder.pth', weights_only=True)
+    b = torch.load(tmp_path / 'split' / 'latest' / 'encoder.pth', weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))

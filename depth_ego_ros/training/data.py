@@ -63,6 +63,7 @@ class TrainData:
             num_workers=cfg.num_workers, drop_last=drop_last, pin_memory=pin, generator=g,
             persistent_workers=cfg.num_workers > 0)
         self.train_sampler = sampler
+        self.generator = g          # the shuffling order's generator (its state goes in adam.pth)
         self.val_loader = None
         if self.val_set is not None:
             vs = None

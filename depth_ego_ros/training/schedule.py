@@ -18,7 +18,9 @@ Repeatability (:func:`seed_everything`): Python's, NumPy's and torch's global ge
 seeded from ``seed``; the DataLoader shuffles with its own generator seeded from ``seed``;
 the colour jitter draws from torch's global generator in the main process (``num_workers`` 0) and
 network initialisation is seeded by ``build_model``. Two runs with the same configuration, the
-same torch build and the same thread count give the same losses step by step. What is not
+same torch build and the same thread count give the same losses step by step, and so does a run
+resumed from one of its epoch checkpoints (the generators' states are saved in adam.pth by
+:func:`rng_state`; under torchrun each rank reseeds instead, as only rank 0 saves). What is not
 pinned: float reductions inside torch ops may group differently with another *number of threads*
 or another CPU/GPU kind (last-bit differences that grow over a long run), and CUDA kernels that
 are not deterministic (the trainer does not force ``torch.use_deterministic_algorithms``).
@@ -34,7 +36,8 @@ import math
 import time
 from dataclasses import dataclass
 
-__all__ = ['ANNEAL_SHAPES', 'Progress', 'Schedule', 'budget_progress', 'lr_factor', 'seed_everything']
+__all__ = ['ANNEAL_SHAPES', 'Progress', 'Schedule', 'budget_progress', 'lr_factor', 'seed_everything',
+           'rng_state', 'restore_rng_state']
 
 ANNEAL_SHAPES = ('step', 'cosine')
 
@@ -48,6 +51,46 @@ def seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
+
+
+def rng_state(loader_generator=None) -> dict:
+    """Python's, NumPy's, torch's (and CUDA's) global generators and the DataLoader's shuffling
+    generator, in a form ``torch.load(weights_only=True)`` reads back (saved in adam.pth: a run
+    resumed from an epoch's checkpoint draws the same numbers as the run that went on)."""
+    import random
+
+    import numpy as np
+    import torch
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {'python': random.getstate(),
+             'numpy': [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                       int(has_gauss), float(gauss)],
+             'torch': torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    if loader_generator is not None:
+        state['loader'] = loader_generator.get_state()
+    return state
+
+
+def restore_rng_state(state: dict, loader_generator=None):
+    """Put back what :func:`rng_state` saved (parts it did not save are left as they are)."""
+    import random
+
+    import numpy as np
+    import torch
+    if 'python' in state:
+        version, internal, gauss = state['python']
+        random.setstate((version, tuple(internal), gauss))
+    if 'numpy' in state:
+        name, keys, pos, has_gauss, gauss = state['numpy']
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if 'torch' in state:
+        torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+    if 'loader' in state and loader_generator is not None:
+        loader_generator.set_state(state['loader'])
 
 
 def budget_progress(step: int, max_steps: int, elapsed_s: float, time_budget: float) -> float:

@@ -57,7 +57,7 @@ from .model import SfMModel
 from .model_setup import setup_model
 from .optim import build_optimizer, build_scaler
 from .run_log import RunLog, depth_images, describe_run, fmt_terms
-from .schedule import Progress, Schedule, seed_everything
+from .schedule import Progress, Schedule, restore_rng_state, rng_state, seed_everything
 from .step import LossStep
 
 __all__ = ['Trainer', 'TrainingError', 'STATE_FILE', 'LATEST', 'find_checkpoint',
@@ -100,6 +100,8 @@ class Trainer:
             self.extras.each('load_state_dict', self.resume.saved())
             if self.ema is not None and 'ema' in self.resume.saved():
                 self.ema.load_state_dict(self.resume.saved()['ema'])
+            if 'output_heads' in self.resume.saved():     # exact, not unfolded from the files
+                self.model.load_output_heads(self.resume.saved()['output_heads'])
         self.loss_step = LossStep(cfg, self.model, setup.ddp_model, self.extras,
                                   has_odometry=self.data.has_odometry,
                                   use_velocity=self.use_velocity, amp=self.amp, device=self.device)
@@ -116,6 +118,9 @@ class Trainer:
             self.schedule.resumed()
             self.resumed_from = {'directory': str(self.resume_dir), 'epoch': int(state['epoch']),
                                  'step': self.step}
+            if 'rng' in state and self.ctx.world_size == 1:
+                # last: building and loading the networks above may have drawn numbers
+                restore_rng_state(state['rng'], self.data.generator)
         self.history: list[dict] = []
         self.last_loss = None   # total loss of the last optimiser step
         self.step_hook = None   # callable(trainer) after every optimiser step (e.g. a learning curve)
@@ -191,6 +196,8 @@ class Trainer:
                  'translation_scale': float(self.model.translation_scale),
                  'rotation_scale': float(self.model.rotation_scale),
                  'config': self.config.to_dict(),
+                 'rng': rng_state(self.data.generator),
+                 'output_heads': self.model.output_heads(),
                  **self.extras.merged('state_dict')}
         if self.ema is not None:        # the raw weights (for --resume), taken before the swap
             state['ema'] = self.ema.state_dict()
