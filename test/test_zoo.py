@@ -269,6 +269,44 @@ def test_import_offline_copy_and_remove(zoo, tmp_path, capsys):
         remove('tiny_mono')
 
 
+@pytest.mark.timeout(300)
+def test_two_processes_fetching_one_name(zoo):
+    """Two `weights fetch` of the same name at once: one downloads and installs, the other waits
+    for it and finds it installed (one download, both succeed, nothing left in .tmp); a fetch
+    that finds the name locked says it is waiting."""
+    import select
+    from depth_ego_ros.zoo.install import _name_lock
+    server, files, models, reg, env = zoo
+    before = server.requests['mono.zip']
+    procs = [subprocess.Popen([sys.executable, '-m', 'depth_ego_ros.cli.main', 'weights', 'fetch',
+                               'tiny_mono'], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert out.strip() == str(models_dir() / 'tiny_mono')
+    assert server.requests['mono.zip'] - before == 1             # downloaded once
+    assert ckpt.has_pose(installed_path('tiny_mono'))
+    _nothing_half_written('not_this_name')
+    # the name locked by someone else: the fetch waits (and says so), then proceeds
+    remove('tiny_mono')
+    with _name_lock('tiny_mono'):
+        p = subprocess.Popen([sys.executable, '-m', 'depth_ego_ros.cli.main', 'weights', 'fetch',
+                              'tiny_mono'], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        waited = ''
+        while 'waiting' not in waited and p.poll() is None:
+            if select.select([p.stderr], [], [], 120)[0]:
+                waited += p.stderr.readline()
+            else:
+                break
+        assert 'another process is installing or removing it; waiting' in waited, waited
+        assert installed_path('tiny_mono') is None and p.poll() is None
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    assert installed_path('tiny_mono') is not None
+
+
 # ----------------------------------------------------------------------------------------------
 # failures: one clear message, nothing half-written, the retry succeeds
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Archives (tiny resolution metadata, real network shapes):
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import http.server
 import json
@@ -73,6 +74,7 @@ class ArchiveServer:
 
     def __init__(self, root: Path):
         root = Path(root)
+        self.requests = requests = collections.Counter()     # GETs per file name
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -80,6 +82,7 @@ class ArchiveServer:
 
             def do_GET(self):
                 _, mode, name = self.path.split('/', 2)
+                requests[name] += 1
                 f = root / name
                 if mode not in ('good', 'truncated', 'close') or not f.is_file():
                     self.send_error(404)

@@ -14,11 +14,15 @@ and written in the layout the Estimator loads:
 plus ``model_info.json`` (name, source, checksum, licence, stereo scale factor). Only then is
 the staging directory moved into ``<cache>/models/<name>`` with ``os.replace`` (one rename on the
 same file system). Any failure removes the temporary directory: the cache never holds a
-half-written model, and running the same command again starts afresh.
+half-written model, and running the same command again starts afresh. One process at a time
+installs or removes a given name (``<cache>/.locks/<name>.lock``, a flock): a second ``fetch``
+of the same name waits, then finds it installed and downloads nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import secrets
@@ -250,6 +254,29 @@ def _install(out: Path, entry: Entry, info: dict) -> Path:
     return final
 
 
+@contextlib.contextmanager
+def _name_lock(name: str, say=None):
+    """Hold ``<cache>/.locks/<name>.lock`` (an advisory flock, released by the kernel if the
+    process dies): one process at a time installs or removes a name; the others wait, saying
+    so, then see what it left."""
+    locks = cache_dir() / '.locks'
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        f = open(locks / f'{name}.lock', 'a+')
+    except OSError as exc:
+        raise write_error(exc, locks, name) from None
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if say is not None:
+                say(f'{name}: another process is installing or removing it; waiting for it')
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+    finally:
+        f.close()          # releases the lock
+
+
 # ----------------------------------------------------------------------------------------------
 # public operations
 # ----------------------------------------------------------------------------------------------
@@ -262,7 +289,11 @@ def fetch(name: str, *, force: bool = False, progress: bool = True, registry: di
     if have is not None and not force:
         return have
     say = log or (lambda _s: None)
-    with _Staging(name) as staging:
+    with _name_lock(name, say), _Staging(name) as staging:
+        have = installed_path(name)          # another process may have installed it meanwhile
+        if have is not None and not force:
+            say(f'{name}: installed by another process meanwhile')
+            return have
         archive = staging / (Path(entry.url.split('?')[0]).name or 'download')
         say(f'{name}: downloading {entry.url}')
         hashes = download(entry.url, archive, name, progress=progress)
@@ -301,7 +332,10 @@ def import_model(source: str | os.PathLike, name: str, *, registry: dict | None 
     if installed_path(name) is not None and not force:
         raise ZooError(f'{name} is already installed at {installed_path(name)}; '
                        f'`depth-ego weights remove {name}` first (or --force)')
-    with _Staging(name) as staging:
+    with _name_lock(name), _Staging(name) as staging:
+        if installed_path(name) is not None and not force:
+            raise ZooError(f'{name} was installed by another process meanwhile, at '
+                           f'{installed_path(name)}')
         if src.is_dir():
             if entry.format != 'monodepth2_zip':
                 raise ZooError(f'{name}: expects a {entry.format} file, {src} is a directory')
@@ -332,6 +366,13 @@ def remove(name: str) -> Path:
     d = models_dir() / name
     if '/' in name or not name or name.startswith('.') or not d.exists():
         raise ZooError(f'{name} is not installed in {models_dir()}')
+    with _name_lock(name):
+        if not d.exists():
+            raise ZooError(f'{name} is not installed in {models_dir()} (removed by another process)')
+        return _remove(name, d)
+
+
+def _remove(name: str, d: Path) -> Path:
     trash = cache_dir() / '.tmp' / f'{name}.{os.getpid()}.{secrets.token_hex(4)}'
     trash.parent.mkdir(parents=True, exist_ok=True)
     os.replace(d, trash)           # gone from the cache at once, then deleted
