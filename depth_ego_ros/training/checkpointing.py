@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 from ..core import checkpoints as ckpt
+from ..core.object_motion import ObjectMotionNet
 from .config import CONFIG_FILE
 from .errors import TrainingError
 
 __all__ = ['STATE_FILE', 'LATEST', 'checkpoint_dir_name', 'find_checkpoint', 'ResumeSource',
+           'output_heads', 'load_output_heads',
            'write_checkpoint']
 
 STATE_FILE = 'adam.pth'          # monodepth2 keeps its optimiser state under this name
@@ -128,3 +130,27 @@ def _prune(out: Path, newest: Path, keep: int):
         for _, p in dirs[:-keep]:
             if p != newest:
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def output_heads(model) -> dict:
+    """The raw (unfolded) weights of the layers whose output scales a checkpoint folds in: the
+    model's last pose convolution and each object-motion net's head. Folding multiplies and
+    loading divides, which rounds; kept in adam.pth, they make a resume bit-exact."""
+    last = model._last_pose_conv()
+    heads = {'pose.weight': last.weight, 'pose.bias': last.bias}
+    for name, net in model.extras.items():
+        if isinstance(net, ObjectMotionNet):
+            heads[f'{name}.weight'], heads[f'{name}.bias'] = net.head.weight, net.head.bias
+    return {k: v.detach().cpu().clone() for k, v in heads.items()}
+
+
+def load_output_heads(model, heads: dict):
+    """Put back what :func:`output_heads` returned (same shapes; missing entries skipped)."""
+    targets = {'pose': model._last_pose_conv()}
+    targets.update({n: net.head for n, net in model.extras.items() if isinstance(net, ObjectMotionNet)})
+    with torch.no_grad():
+        for key, value in heads.items():
+            name, _, attr = key.rpartition('.')
+            layer = targets.get(name)
+            if layer is not None and getattr(layer, attr).shape == value.shape:
+                getattr(layer, attr).copy_(value)

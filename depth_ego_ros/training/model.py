@@ -296,29 +296,6 @@ class SfMModel(nn.Module):
         sd[f'{prefix}.bias'] *= f.to(sd[f'{prefix}.bias'])
         return sd
 
-    def output_heads(self) -> dict:
-        """The raw (unfolded) weights of the layers whose output scales the checkpoint folds in:
-        the last pose convolution and each object-motion net's head. Folding multiplies and
-        loading divides, which rounds; kept in adam.pth, they make a resume bit-exact."""
-        last = self._last_pose_conv()
-        heads = {'pose.weight': last.weight, 'pose.bias': last.bias}
-        for name, net in self.extras.items():
-            if isinstance(net, ObjectMotionNet):
-                heads[f'{name}.weight'], heads[f'{name}.bias'] = net.head.weight, net.head.bias
-        return {k: v.detach().cpu().clone() for k, v in heads.items()}
-
-    def load_output_heads(self, heads: dict):
-        """Put back what :meth:`output_heads` returned (same shapes; missing entries skipped)."""
-        targets = {'pose': self._last_pose_conv()}
-        targets.update({n: net.head for n, net in self.extras.items()
-                        if isinstance(net, ObjectMotionNet)})
-        with torch.no_grad():
-            for key, value in heads.items():
-                name, _, attr = key.rpartition('.')
-                layer = targets.get(name)
-                if layer is not None and getattr(layer, attr).shape == value.shape:
-                    getattr(layer, attr).copy_(value)
-
     # -- checkpoints -----------------------------------------------------------------------------
     def save(self, directory, height: int, width: int, running_intrinsics: dict | None = None):
         """Write the layout :func:`~depth_ego_ros.core.models.build_networks` loads:

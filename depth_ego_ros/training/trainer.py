@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from .checkpointing import (LATEST, STATE_FILE, ResumeSource, checkpoint_dir_name,
-                            find_checkpoint, write_checkpoint)
+                            find_checkpoint, load_output_heads, output_heads, write_checkpoint)
 from .config import CONFIG_FILE, TrainConfig
 from .config_checks import check_resume_config
 from .data import TrainData, to_device
@@ -101,7 +101,7 @@ class Trainer:
             if self.ema is not None and 'ema' in self.resume.saved():
                 self.ema.load_state_dict(self.resume.saved()['ema'])
             if 'output_heads' in self.resume.saved():     # exact, not unfolded from the files
-                self.model.load_output_heads(self.resume.saved()['output_heads'])
+                load_output_heads(self.model, self.resume.saved()['output_heads'])
         self.loss_step = LossStep(cfg, self.model, setup.ddp_model, self.extras,
                                   has_odometry=self.data.has_odometry,
                                   use_velocity=self.use_velocity, amp=self.amp, device=self.device)
@@ -197,7 +197,7 @@ class Trainer:
                  'rotation_scale': float(self.model.rotation_scale),
                  'config': self.config.to_dict(),
                  'rng': rng_state(self.data.generator),
-                 'output_heads': self.model.output_heads(),
+                 'output_heads': output_heads(self.model),
                  **self.extras.merged('state_dict')}
         if self.ema is not None:        # the raw weights (for --resume), taken before the swap
             state['ema'] = self.ema.state_dict()
