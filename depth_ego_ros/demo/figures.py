@@ -24,16 +24,16 @@ def depth_figure(cfg: DemoConfig, heldout_bag: Path, before_ckpt, after_ckpt, pa
                                        scene=cfg.scene, supersample=1 if cfg.quick else 2))
     idx = np.linspace(1, cfg.heldout_frames - 1, n).round().astype(int)
     ecfg = EstimatorConfig(width=cfg.width, height=cfg.height, device='cpu', backend='torch')
-    rows, results = [], []
+    results = []
+    frames = [world.frame(int(i)) for i in idx]        # rendered once, used by every panel
     preds = {}
     for key, ck in (('before', before_ckpt), ('after', after_ckpt)):
         est = Estimator(ecfg, ck)
-        preds[key] = [est.depth_only(world.frame(int(i)).rgb, world.frame(int(i)).K) for i in idx]
+        preds[key] = [est.depth_only(f.rgb, f.K) for f in frames]
     import matplotlib
     fig = figure(12.0, 0.6 + n * 12.0 / 4 * cfg.camera_height / cfg.camera_width * 1.25)
     cmap = matplotlib.colormaps['magma_r'].with_extremes(bad='black')
-    for r, i in enumerate(idx):
-        f = world.frame(int(i))
+    for r, (i, f) in enumerate(zip(idx, frames)):
         gt = np.where(np.isfinite(f.depth), f.depth, np.nan)
         lo, hi = np.nanpercentile(gt, 2), min(np.nanpercentile(gt, 98), 80.0)
         rec = {'frame': int(i)}
