@@ -12,10 +12,9 @@ import torch
 
 from depth_ego_ros.core import checkpoints as ckpt
 from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
-from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training.config import TrainConfig, TrainConfigError
 from depth_ego_ros.training.trainer import STATE_FILE, Trainer, TrainingError, find_checkpoint
-from train_testing import fixed_batch, loss_on  # test/train_testing.py
+from train_testing import drive_bag, fixed_batch, loss_on  # test/train_testing.py
 
 W, H = 64, 64          # network resolution (multiples of 32, >= 64)
 
@@ -32,10 +31,7 @@ def _threads():
 def bag(tmp_path_factory):
     """20 frames of a synthetic street drive with odometry (every frame moves: seed 3 starts
     driving), rendered at the network resolution."""
-    path = tmp_path_factory.mktemp('train_data') / 'drive'
-    write_synth_bag(SyntheticWorld(SynthConfig(frames=20, width=W, height=H, seed=3, supersample=1)),
-                    path)
-    return path
+    return drive_bag(tmp_path_factory, 'train_data', 20, W, H)
 
 
 def _config(bag, out, **kw):

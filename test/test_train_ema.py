@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from depth_ego_ros.core import checkpoints as ckpt
-from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
-from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training.config import TrainConfig, TrainConfigError
 from depth_ego_ros.training.ema import WeightAverage
 from depth_ego_ros.training.trainer import STATE_FILE, Trainer
+from train_testing import drive_bag  # test/train_testing.py
 
 W, H = 64, 64
 
@@ -54,10 +53,7 @@ def test_average_of_parameters_and_buffers_with_warmup():
 
 @pytest.fixture(scope='module')
 def bag(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ema_data') / 'drive'
-    write_synth_bag(SyntheticWorld(SynthConfig(frames=12, width=W, height=H, seed=5, supersample=1)),
-                    path)
-    return path
+    return drive_bag(tmp_path_factory, 'ema_data', 12, W, H, seed=5)
 
 
 def _cfg(bag, out, **kw):

@@ -6,13 +6,11 @@ checkpoint, its state in adam.pth and back on resume) -- the loop has no branch 
 import pytest
 import torch
 
-from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
-from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training import extras as extras_mod
 from depth_ego_ros.training.config import TrainConfig
 from depth_ego_ros.training.extras import Extra, enabled_extras
 from depth_ego_ros.training.trainer import STATE_FILE, Trainer
-from train_testing import fixed_batch, loss_on, method_config  # test/train_testing.py
+from train_testing import drive_bag, fixed_batch, loss_on, method_config  # test/train_testing.py
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
@@ -79,10 +77,7 @@ class _Offset(Extra):
 
 @pytest.fixture(scope='module')
 def bag(tmp_path_factory):
-    path = tmp_path_factory.mktemp('extras_data') / 'drive'
-    write_synth_bag(SyntheticWorld(SynthConfig(frames=8, width=64, height=64, seed=3, supersample=1)),
-                    path)
-    return path
+    return drive_bag(tmp_path_factory, 'extras_data', 8, 64, 64)
 
 
 @pytest.mark.timeout(240)

@@ -16,7 +16,7 @@ from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
 from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training.config import TrainConfig, TrainConfigError
 from depth_ego_ros.training.trainer import STATE_FILE, Trainer, find_checkpoint
-from train_testing import augmented_batch, loss_on, method_config  # test/train_testing.py
+from train_testing import augmented_batch, drive_bag, loss_on, method_config  # test/train_testing.py
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
@@ -41,10 +41,7 @@ METHODS = {
 @pytest.fixture(scope='module')
 def bag(tmp_path_factory):
     """8 frames of a synthetic street drive with odometry and camera_info, at 64x64."""
-    path = tmp_path_factory.mktemp('methods_data') / 'drive'
-    write_synth_bag(SyntheticWorld(SynthConfig(frames=8, width=W, height=H, seed=3, supersample=1)),
-                    path)
-    return path
+    return drive_bag(tmp_path_factory, 'methods_data', 8, W, H)
 
 
 @pytest.fixture(scope='module')

@@ -5,11 +5,10 @@ only a reported safety cap)."""
 import pytest
 import torch
 
-from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
-from depth_ego_ros.data.synth_bag import write_synth_bag
 from depth_ego_ros.training.config import TrainConfig, TrainConfigError
 from depth_ego_ros.training.schedule import budget_progress, lr_factor
 from depth_ego_ros.training.trainer import Trainer
+from train_testing import drive_bag  # test/train_testing.py
 
 W, H = 64, 64
 
@@ -24,20 +23,21 @@ def _threads():
 
 @pytest.fixture(scope='module')
 def bag(tmp_path_factory):
-    path = tmp_path_factory.mktemp('rep_data') / 'drive'
-    write_synth_bag(SyntheticWorld(SynthConfig(frames=14, width=W, height=H, seed=3, supersample=1)),
-                    path)
-    return path
+    return drive_bag(tmp_path_factory, 'rep_data', 14, W, H)
 
 
-def _run(bag, out, **kw):
-    """A fresh Trainer (augmentation on: the colour jitter draws random numbers) for a few
-    steps; returns (summary, [(step, total loss, lr) after every step])."""
+def _config(bag, out, **kw) -> TrainConfig:
     base = dict(bags=[str(bag)], out=str(out), width=W, height=H, batch_size=2, epochs=50,
                 lr=3e-4, val_fraction=0.0, augment=True, progress=False, tensorboard=False,
                 image_every=0, seed=0, scales=(0, 1), odometry_warp_steps=-1, max_steps=4)
     base.update(kw)
-    tr = Trainer(TrainConfig(**base))
+    return TrainConfig(**base)
+
+
+def _run(bag, out, resume=None, **kw):
+    """A fresh (or resumed) Trainer (augmentation on: the colour jitter draws random numbers)
+    for a few steps; returns (summary, [(step, total loss, lr) after every step])."""
+    tr = Trainer(_config(bag, out, **kw), resume=resume)
     seen = []
     tr.step_hook = lambda t: seen.append((t.step, float(t.last_loss),
                                           t.optimizer.param_groups[0]['lr']))
@@ -96,16 +96,9 @@ def test_resume_from_an_epoch_checkpoint_is_bit_exact(bag, tmp_path):
     _, first = _run(bag, tmp_path / 'split', max_steps=0, epochs=1)
     n1 = len(first)
     assert 0 < n1 < len(whole) and first == whole[:n1]
-    cfg = dict(bags=[str(bag)], out=str(tmp_path / 'split'), width=W, height=H, batch_size=2,
-               epochs=2, lr=3e-4, val_fraction=0.0, augment=True, progress=False,
-               tensorboard=False, image_every=0, seed=0, scales=(0, 1), odometry_warp_steps=-1,
-               max_steps=0)
-    tr = Trainer(TrainConfig(**cfg), resume=str(tmp_path / 'split' / 'latest'))
-    assert tr.step == n1
-    rest = []
-    tr.step_hook = lambda t: rest.append((t.step, float(t.last_loss),
-                                          t.optimizer.param_groups[0]['lr']))
-    tr.fit()
+    resumed, rest = _run(bag, tmp_path / 'split', resume=str(tmp_path / 'split' / 'latest'),
+                         max_steps=0, epochs=2)
+    assert resumed['resumed_from']['step'] == n1
     assert first + rest == whole                       # bit-identical, step by step
     a = torch.load(tmp_path / 'whole' / 'latest' / 'encoder.pth', weights_only=True)
     b = torch.load(tmp_path / 'split' / 'latest' / 'encoder.pth', weights_only=True)

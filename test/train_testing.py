@@ -9,6 +9,17 @@ import torch
 from depth_ego_ros.training.config import TrainConfig
 
 
+def drive_bag(tmp_path_factory, name: str, frames: int, width: int, height: int, seed: int = 3):
+    """A rosbag2 of a synthetic street drive (odometry, camera_info, ground truth) rendered at
+    ``width`` x ``height`` without supersampling, in a fresh temporary folder -> its path."""
+    from depth_ego_ros.data.synth import SynthConfig, SyntheticWorld
+    from depth_ego_ros.data.synth_bag import write_synth_bag
+    path = tmp_path_factory.mktemp(name) / 'drive'
+    write_synth_bag(SyntheticWorld(SynthConfig(frames=frames, width=width, height=height, seed=seed,
+                                               supersample=1)), path)
+    return path
+
+
 def fixed_batch(trainer, batch_size: int, seed: int | None = None) -> dict:
     """The first ``batch_size`` samples of the training set, in order (``seed``: the same
     flips / colour jitter every time when the set augments)."""
