@@ -53,13 +53,15 @@ def add_parser(subparsers):
     p.add_argument('--no-ground-truth', action='store_true', help='omit the /ground_truth/* topics')
     p.add_argument('--overwrite', action='store_true', help='replace OUT if it exists')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.add_argument('--workers', type=int, default=0,
+                   help='render processes (default 0: one per core; the bag is the same)')
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
     from ..data.synth import SynthConfig, SyntheticWorld
-    from ..data.synth_bag import write_synth_bag
+    from ..data.synth_bag import render_workers, write_synth_bag
     try:
         cfg = SynthConfig(frames=args.frames, width=args.width, height=args.height, rate=args.rate,
                           seed=args.seed, scene=args.scene, hfov_deg=args.fov, scale=args.scale,
@@ -85,7 +87,7 @@ def run(args) -> int:
     try:
         stats = write_synth_bag(world, args.out, storage=args.storage,
                                 ground_truth=not args.no_ground_truth, overwrite=args.overwrite,
-                                progress=progress)
+                                progress=progress, workers=args.workers or render_workers())
     except (FileExistsError, ValueError) as exc:
         print(f'depth-ego synth: {exc}', file=sys.stderr)
         return 2

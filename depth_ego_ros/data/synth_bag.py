@@ -28,6 +28,7 @@ self-contained function on purpose).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 from ..core.geometry import matrix_to_quat_xyzw
 from .synth import SyntheticWorld
 
-__all__ = ['SynthTopics', 'write_synth_bag']
+__all__ = ['SynthTopics', 'write_synth_bag', 'render_workers']
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,12 @@ def write_synth_bag(world: SyntheticWorld, out, *, topics: SynthTopics = SynthTo
     nbytes = sum(p.stat().st_size for p in out.rglob('*') if p.is_file())
     return {'path': str(out), 'frames': len(world), 'messages': counts, 'render_s': render_s,
             'total_s': total, 'bytes': nbytes}
+
+
+def render_workers(limit: int = 8) -> int:
+    """One render process per core this process may use (at most ``limit``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return max(1, min(cores or 1, limit))
 
 
 _WORLD = None   # the world a forked render worker draws from (set just before the fork)

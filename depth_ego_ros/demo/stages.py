@@ -3,7 +3,6 @@ e.g. from a bench script): synthetic drives, a live run of the perception node o
 recorder, training, and the evaluations of one prediction source."""
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -20,7 +19,7 @@ __all__ = ['stage_synth', 'stage_live', 'stage_train', 'stage_evaluate', 'evalua
 def stage_synth(cfg: DemoConfig, bag_dir: Path, log) -> dict:
     """Render the training drive (seed) and the held-out drive (seed + 1000) into bags."""
     from ..data.synth import SynthConfig, SyntheticWorld
-    from ..data.synth_bag import write_synth_bag
+    from ..data.synth_bag import render_workers, write_synth_bag
     out = {}
     for name, seed, frames in (('train', cfg.seed, cfg.train_frames),
                                ('heldout', cfg.seed + 1000, cfg.heldout_frames)):
@@ -28,7 +27,7 @@ def stage_synth(cfg: DemoConfig, bag_dir: Path, log) -> dict:
         sc = SynthConfig(frames=frames, width=cfg.camera_width, height=cfg.camera_height,
                          seed=seed, scene=cfg.scene, supersample=1 if cfg.quick else 2)
         stats = write_synth_bag(SyntheticWorld(sc), path, overwrite=True,
-                                workers=min(os.cpu_count() or 1, 8))
+                                workers=render_workers())
         log(f"synth: {path} ({frames} frames {cfg.camera_width}x{cfg.camera_height}, seed {seed}, "
             f"{stats['total_s']:.1f} s)")
         out[name] = {'bag': str(path), 'frames': frames, 'seed': seed, 'seconds': stats['total_s']}
